@@ -1,2 +1,295 @@
-def main():
-    print("hi")
+"""The `perfkit` command.
+
+    perfkit run [--device auto|cpu|cuda] [--quick] [--store PATH]      the default studies for this hardware
+    perfkit study --list | NAME [--device ...] [--quick] [--store PATH] one study
+    perfkit layers [--variant V] [--batch N] [--dtype D] [--format table|json|csv]
+    perfkit env [--format table|json] [--gpus]
+    perfkit results [--store PATH] [--format table|json|csv]
+    perfkit merge OUT IN...
+
+Exit status: 0 success, 1 a failure while working (a refused store, a failed run), 2 bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from perfkit.store import STORE_ENV_VAR, StoreError, default_store_path
+
+FORMATS = ("table", "json", "csv")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument on one line, with a hint, and exits 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def device_arg(text: str) -> str:
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid device {text!r} (choose from auto, cpu, cuda, cuda:N)")
+
+
+def _add_study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=device_arg, default="auto",
+                   help="auto (the CPU, and the GPU when there is one), cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--quick", action="store_true", help="small batches and short timing: minutes on a laptop CPU")
+    p.add_argument("--store", default=None,
+                   help=f"SQLite store to append to (default: ${STORE_ENV_VAR} or perfkit.db)")
+    p.add_argument("--batch", type=positive_int, default=None, help="override the study's batch size")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: all)")
+    p.add_argument("--variant", default=None, help="network variant: alexnet2012, owt, kernelbench")
+    p.add_argument("--new-run", action="store_true",
+                   help="start a new run even if an unfinished one with the same arguments could be resumed")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="perfkit", description="GPU performance profiling and hardware studies around AlexNet.")
+    from perfkit import __version__
+
+    parser.add_argument("--version", action="version", version=f"perfkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("run", help="run the default studies on the hardware found and print a summary")
+    _add_study_args(p)
+
+    p = sub.add_parser("study", help="run one study, or list them")
+    p.add_argument("name", nargs="?", help="the study to run")
+    p.add_argument("--list", action="store_true", help="list the studies")
+    _add_study_args(p)
+
+    p = sub.add_parser("layers", help="the network specs and cost model, per layer and total")
+    p.add_argument("--variant", default="alexnet2012", help="alexnet2012 (default), owt, kernelbench")
+    p.add_argument("--batch", type=positive_int, default=1, help="images per batch (default 1)")
+    p.add_argument("--dtype", default="float32", help="float32 (default), tf32, float16, bfloat16")
+    p.add_argument("--activation", default="relu", help="relu (default), tanh, sigmoid")
+    p.add_argument("--format", choices=FORMATS, default="table")
+
+    p = sub.add_parser("env", help="this machine and its software, as stored with every run")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--gpus", action="store_true", help="also probe GPUs (initialises CUDA and NVML)")
+
+    p = sub.add_parser("results", help="the measurements in a store")
+    p.add_argument("--store", default=None, help=f"store to read (default: ${STORE_ENV_VAR} or perfkit.db)")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--study", default=None, help="only this study's rows")
+
+    p = sub.add_parser("merge", help="combine stores from several machines into OUT")
+    p.add_argument("out", help="store to merge into (created if missing)")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="stores to merge from")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args, parser)
+    except StoreError as exc:
+        print(f"perfkit {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nperfkit {args.command}: interrupted; finished cases are stored and a rerun resumes.",
+              file=sys.stderr)
+        return 130
+
+
+# -- commands -----------------------------------------------------------------------------------------------------------
+def _usage_error(parser, command: str, message: str) -> int:
+    print(f"perfkit {command}: error: {message} (see 'perfkit {command} --help')", file=sys.stderr)
+    return 2
+
+
+def _study_options(args, parser, command):
+    from perfkit.specs import DEFAULT_VARIANT, VARIANTS
+    from perfkit.study import StudyOptions, resolve_devices
+
+    variant = args.variant or DEFAULT_VARIANT
+    if variant not in VARIANTS:
+        return None, _usage_error(parser, command, f"unknown variant {variant!r} (choose from "
+                                                   f"{', '.join(VARIANTS)})")
+    return StudyOptions(devices=resolve_devices(args.device), quick=args.quick, batch=args.batch, variant=variant,
+                        threads=args.threads), 0
+
+
+def _run_studies(names, args, parser, command) -> int:
+    from perfkit.studies import get_study
+    from perfkit.study import run_study
+
+    options, code = _study_options(args, parser, command)
+    if options is None:
+        return code
+    store = args.store or default_store_path()
+    failed = 0
+    for name in names:
+        study = get_study(name)
+        print(f"perfkit {command}: study {name} on {', '.join(options.devices)}"
+              f"{' (quick)' if options.quick else ''} -> {store}", file=sys.stderr)
+        result = run_study(study, options, store, show_progress=not args.no_progress, resume=not args.new_run)
+        if result.resumed:
+            print(f"resumed unfinished run {result.run_id}", file=sys.stderr)
+        print(result.summary.text)
+        print()
+        from perfkit.store import load_measurements
+
+        df = load_measurements(result.store_path)
+        failed += int((df[df.run_id == result.run_id].status.isin(["error"])).sum())
+    print(f"stored in {store}; `perfkit results --store {store}` lists the rows.", file=sys.stderr)
+    if failed:
+        print(f"perfkit {command}: {failed} case(s) failed with an error; see the 'note' column.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_run(args, parser) -> int:
+    from perfkit.studies import DEFAULT_STUDIES
+
+    return _run_studies(DEFAULT_STUDIES, args, parser, "run")
+
+
+def cmd_study(args, parser) -> int:
+    from perfkit.studies import STUDIES
+
+    if args.list:
+        width = max(len(n) for n in STUDIES)
+        for name, module in STUDIES.items():
+            print(f"{name:<{width}}  {module.DESCRIPTION}")
+        return 0
+    if not args.name:
+        return _usage_error(parser, "study", "name a study, or use --list")
+    if args.name not in STUDIES:
+        return _usage_error(parser, "study", f"unknown study {args.name!r} (choose from {', '.join(STUDIES)})")
+    return _run_studies([args.name], args, parser, "study")
+
+
+def _emit(rows: list[dict], fmt: str, table_columns) -> None:
+    if fmt == "json":
+        print(json.dumps(rows, indent=2, default=str))
+    elif fmt == "csv":
+        import csv
+
+        if not rows:
+            return
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in row.items()})
+    else:
+        from perfkit.report import format_table
+
+        print(format_table(rows, table_columns))
+
+
+def cmd_layers(args, parser) -> int:
+    from perfkit.report import fmt_si
+    from perfkit.specs import ACTIVATIONS, DTYPE_BYTES, VARIANTS, build_network, layer_table
+
+    if args.variant not in VARIANTS:
+        return _usage_error(parser, "layers", f"unknown variant {args.variant!r} (choose from {', '.join(VARIANTS)})")
+    if args.dtype not in DTYPE_BYTES:
+        return _usage_error(parser, "layers", f"unknown dtype {args.dtype!r} (choose from {', '.join(DTYPE_BYTES)})")
+    if args.activation not in ACTIVATIONS:
+        return _usage_error(parser, "layers", f"unknown activation {args.activation!r} (choose from "
+                                              f"{', '.join(ACTIVATIONS)})")
+    network = build_network(args.variant, args.activation)
+    rows = layer_table(network, args.batch, args.dtype)
+    if args.format == "json":
+        print(json.dumps({"variant": args.variant, "activation": args.activation, "batch": args.batch,
+                          "dtype": args.dtype, "flops_convention": "a multiply-add is 2 FLOPs",
+                          "layers": rows[:-1], "total": rows[-1]}, indent=2))
+        return 0
+    for row in rows:
+        row["out"] = "x".join(map(str, row["out_shape"])) or "scalar"
+    _emit(rows, args.format, [
+        ("layer", "layer", None), ("description", "description", None), ("out", "output", None),
+        ("params", "params", lambda v: f"{v:,}"),
+        ("forward_flops", "fwd FLOPs", fmt_si), ("backward_flops", "bwd FLOPs", fmt_si),
+        ("train_step_flops", "train FLOPs", fmt_si),
+        ("forward_bytes_min", "fwd bytes", lambda v: fmt_si(v, "B")),
+        ("train_step_bytes_min", "train bytes", lambda v: fmt_si(v, "B"))])
+    if args.format == "table":
+        print(f"\n{args.variant}, batch {args.batch}, {args.dtype}; a multiply-add is 2 FLOPs; bytes are the minimum "
+              "each layer must move.")
+    return 0
+
+
+def cmd_env(args, parser) -> int:
+    from perfkit.env import collect_environment, environment_id
+
+    env = collect_environment(probe_gpus=args.gpus)
+    env["env_id"] = environment_id(env)
+    if args.format == "json":
+        print(json.dumps(env, indent=2, default=str))
+    else:
+        width = max(len(k) for k in env)
+        for key, value in env.items():
+            print(f"{key:<{width}}  {json.dumps(value) if isinstance(value, (list, dict)) else value}")
+    return 0
+
+
+RESULT_COLUMNS = ("study", "variant", "layer", "backend", "device", "dtype", "batch", "pass_name", "threads", "status",
+                  "time_median_s", "time_p10_s", "time_p90_s", "repetitions", "images_per_s", "achieved_flops_per_s",
+                  "error_rel", "cpu_peak_rss_bytes", "note")
+
+
+def cmd_results(args, parser) -> int:
+    from perfkit.report import fmt_ms, fmt_num, fmt_si
+    from perfkit.store import load_measurements
+
+    store = args.store or default_store_path()
+    df = load_measurements(store)
+    if args.study:
+        df = df[df.study == args.study]
+    if df.empty:
+        print(f"no measurements in {store}" + (f" for study {args.study}" if args.study else ""), file=sys.stderr)
+        return 0
+    if args.format == "table":
+        rows = df[list(RESULT_COLUMNS)].astype(object).where(df[list(RESULT_COLUMNS)].notna(), None).to_dict("records")
+        _emit(rows, "table", [
+            ("study", "study", None), ("layer", "layer", None), ("backend", "backend", None),
+            ("device", "device", None), ("dtype", "dtype", None), ("batch", "batch", None),
+            ("pass_name", "pass", None), ("threads", "thr", None), ("status", "status", None),
+            ("time_median_s", "median ms", fmt_ms), ("time_p10_s", "p10 ms", fmt_ms), ("time_p90_s", "p90 ms", fmt_ms),
+            ("repetitions", "reps", None), ("images_per_s", "img/s", fmt_num),
+            ("achieved_flops_per_s", "FLOP/s", fmt_si),
+            ("error_rel", "rel. error", lambda v: "-" if v is None else f"{v:.1e}"),
+            ("cpu_peak_rss_bytes", "peak RSS", lambda v: fmt_si(v, "B"))])
+        print(f"\n{len(df)} rows from {store}", file=sys.stderr)
+        return 0
+    out = df.astype(object).where(df.notna(), None)
+    if args.format == "json":
+        print(json.dumps(out.to_dict("records"), indent=1, default=str))
+    else:
+        df.to_csv(sys.stdout, index=False)
+    return 0
+
+
+def cmd_merge(args, parser) -> int:
+    from perfkit.store import merge
+
+    added = merge(args.out, args.inputs)
+    print(f"merged {len(args.inputs)} store(s) into {args.out}: "
+          + ", ".join(f"{n} {table}" for table, n in added.items()) + " added")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "study": cmd_study, "layers": cmd_layers, "env": cmd_env, "results": cmd_results,
+            "merge": cmd_merge}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""One nn.Module for any run of consecutive layer specs, executed through a backend's ops.
+
+Every backend runs the same module: the torch backend hands it stock `torch.nn.functional` operators, the triton backend
+the kernels of `perfkit.kernels`. Parameters are registered under the layer's name (`conv1.weight`, `fc6.bias`), so a
+state dict moves between backends unchanged and every backend of a spec can share one set of parameters.
+
+A backend whose ops can fuse (`ops.fuses`) gets its layers grouped into stages: conv + activation, linear + activation
+(+ dropout), LRN + max-pool. Otherwise each layer is its own stage.
+
+Dropout and correctness: two backends draw different dropout masks, so their outputs cannot be compared directly. With
+`capture_dropout_masks` set, each dropout stage records which elements it kept (`output != 0`: where the input is 0
+the mask does not matter); the reference then replays those masks (`replay_dropout_masks`) instead of drawing its own.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from perfkit.specs import (Activation, Conv, CrossEntropy, Dropout, LayerSpec, Linear, LocalResponseNorm, MaxPool,
+                           Network)
+
+TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "tf32": torch.float32,
+                "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def torch_dtype(dtype: str) -> torch.dtype:
+    try:
+        return TORCH_DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(TORCH_DTYPES)}") from None
+
+
+class TorchOps:
+    """Stock PyTorch operators, unfused: the reference implementation of every layer."""
+
+    name = "torch"
+    fuses = False
+
+    @staticmethod
+    def conv2d(x, weight, bias, stride, padding, groups):
+        return F.conv2d(x, weight, bias, stride=stride, padding=padding, groups=groups)
+
+    @staticmethod
+    def linear(x, weight, bias):
+        return F.linear(x.flatten(1), weight, bias)
+
+    @staticmethod
+    def activation(x, function):
+        if function == "relu":
+            return F.relu(x)
+        if function == "tanh":
+            return torch.tanh(x)
+        if function == "sigmoid":
+            return torch.sigmoid(x)
+        raise ValueError(f"unknown activation {function!r}")
+
+    @staticmethod
+    def local_response_norm(x, size, alpha, beta, k):
+        return F.local_response_norm(x, size, alpha=alpha, beta=beta, k=k)
+
+    @staticmethod
+    def max_pool2d(x, kernel_size, stride, padding):
+        return F.max_pool2d(x, kernel_size, stride=stride, padding=padding)
+
+    @staticmethod
+    def dropout(x, p, training):
+        return F.dropout(x, p=p, training=training)
+
+    @staticmethod
+    def cross_entropy(logits, target):
+        return F.cross_entropy(logits, target)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Consecutive layers that one backend call computes."""
+
+    layers: tuple[LayerSpec, ...]
+
+    @property
+    def name(self) -> str:
+        return "+".join(spec.name for spec in self.layers)
+
+
+def plan_stages(layers: Sequence[LayerSpec], fuse: bool) -> list[Stage]:
+    """Group layers into the calls a backend makes: one per layer, or with `fuse` the fusions the kernels offer."""
+    if not fuse:
+        return [Stage((spec,)) for spec in layers]
+    stages, i = [], 0
+    while i < len(layers):
+        group = [layers[i]]
+        nxt = lambda: layers[i + len(group)] if i + len(group) < len(layers) else None  # noqa: E731
+        if isinstance(group[0], (Conv, Linear)) and isinstance(nxt(), Activation):
+            group.append(nxt())
+            if isinstance(group[0], Linear) and isinstance(nxt(), Dropout):
+                group.append(nxt())
+        elif isinstance(group[0], LocalResponseNorm) and isinstance(nxt(), MaxPool):
+            group.append(nxt())
+        stages.append(Stage(tuple(group)))
+        i += len(group)
+    return stages
+
+
+class _LayerParameters(nn.Module):
+    def __init__(self, shapes: dict[str, tuple[int, ...]], device, dtype):
+        super().__init__()
+        for name, shape in shapes.items():
+            self.register_parameter(name, nn.Parameter(torch.empty(shape, device=device, dtype=dtype)))
+
+
+class AlexNetModule(nn.Module):
+    """Consecutive layers of a network (one layer, or all of them), run through `ops`.
+
+    forward(x, target=None): x is (N, *layers[0].in_shape) in the module's dtype; target (N,) int64 class indices is
+    needed only when the layers end with the loss, which then returns a 0-dim loss.
+    """
+
+    def __init__(self, layers: Sequence[LayerSpec], ops=TorchOps, device="cpu", dtype=torch.float32,
+                 parameters: dict[str, torch.Tensor] | None = None):
+        super().__init__()
+        self.specs = tuple(layers)
+        self.ops = ops
+        for spec in self.specs:
+            if spec.param_shapes:
+                self.add_module(spec.name, _LayerParameters(spec.param_shapes, device, dtype))
+        if parameters is not None:
+            self.load_shared_parameters(parameters)
+        self.stages = plan_stages(self.specs, getattr(ops, "fuses", False))
+        self.capture_dropout_masks = False
+        self.captured_dropout_masks: dict[str, torch.Tensor] = {}
+        self.replay_dropout_masks: dict[str, torch.Tensor] | None = None
+
+    def load_shared_parameters(self, parameters: dict[str, torch.Tensor]) -> None:
+        """Copy this module's parameters out of a shared set (a superset is fine: a single layer takes its own)."""
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                if name not in parameters:
+                    raise KeyError(f"shared parameters have no {name!r}")
+                param.copy_(parameters[name])
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        for stage in self.stages:
+            x = self._run_stage(stage, x, target)
+        return x
+
+    # -- stages ---------------------------------------------------------------------------------------------------
+    def _run_stage(self, stage: Stage, x, target):
+        head, rest = stage.layers[0], stage.layers[1:]
+        activation = rest[0].function if rest and isinstance(rest[0], Activation) else None
+        dropout = rest[-1] if rest and isinstance(rest[-1], Dropout) else None
+        ops = self.ops
+        if isinstance(head, Conv):
+            p = getattr(self, head.name)
+            kwargs = {"activation": activation} if activation else {}
+            return ops.conv2d(x, p.weight, p.bias, head.stride, head.padding, head.groups, **kwargs)
+        if isinstance(head, Linear):
+            p = getattr(self, head.name)
+            fuse_dropout = dropout is not None and self._dropout_active(dropout) and not self._replaying(dropout)
+            kwargs = {"activation": activation} if activation else {}
+            if fuse_dropout:
+                kwargs["dropout_p"] = dropout.p
+            y = ops.linear(x, p.weight, p.bias, **kwargs)
+            if fuse_dropout:
+                return self._captured(dropout, y)
+            return self._dropout(dropout, y) if dropout is not None else y
+        if isinstance(head, Activation):
+            return ops.activation(x, head.function)
+        if isinstance(head, LocalResponseNorm):
+            if rest:
+                pool = rest[0]
+                return ops.lrn_max_pool2d(x, head.size, head.torch_alpha, head.beta, head.k,
+                                          pool.kernel_size, pool.stride, pool.padding)
+            return ops.local_response_norm(x, head.size, head.torch_alpha, head.beta, head.k)
+        if isinstance(head, MaxPool):
+            return ops.max_pool2d(x, head.kernel_size, head.stride, head.padding)
+        if isinstance(head, Dropout):
+            return self._dropout(head, x)
+        if isinstance(head, CrossEntropy):
+            if target is None:
+                raise ValueError(f"layer {head.name!r} is the loss and needs the class targets")
+            return ops.cross_entropy(x, target)
+        raise TypeError(f"no stage for layer kind {head.kind!r}")
+
+    def _dropout_active(self, spec: Dropout) -> bool:
+        return self.training and spec.p > 0
+
+    def _replaying(self, spec: Dropout) -> bool:
+        return self.replay_dropout_masks is not None and spec.name in self.replay_dropout_masks
+
+    def _dropout(self, spec: Dropout, x):
+        if not self._dropout_active(spec):
+            return x
+        if self._replaying(spec):
+            keep = self.replay_dropout_masks[spec.name].to(device=x.device)
+            return x * keep.to(x.dtype) / (1.0 - spec.p)
+        return self._captured(spec, self.ops.dropout(x, spec.p, True))
+
+    def _captured(self, spec: Dropout, y):
+        if self.capture_dropout_masks:
+            self.captured_dropout_masks[spec.name] = (y != 0).detach().cpu()
+        return y
+
+
+def init_parameters(network: Network, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Parameters for every layer of `network`, float32 on the CPU, shared by all backends of a run.
+
+    Kaiming-normal weights (std sqrt(2 / fan_in)) rather than the paper's N(0, 0.01), so activations stay of order one
+    through the network and float16/bfloat16 comparisons are not dominated by underflow; biases uniform in
+    +-1/sqrt(fan_in) (never zero, so the bias path is exercised)."""
+    gen = torch.Generator().manual_seed(seed)
+    params = {}
+    for spec in network.layers:
+        shapes = spec.param_shapes
+        if not shapes:
+            continue
+        weight_shape = shapes["weight"]
+        fan_in = math.prod(weight_shape[1:])
+        params[f"{spec.name}.weight"] = torch.randn(weight_shape, generator=gen) * math.sqrt(2.0 / fan_in)
+        bound = 1.0 / math.sqrt(fan_in)
+        params[f"{spec.name}.bias"] = (torch.rand(shapes["bias"], generator=gen) * 2 - 1) * bound
+    return params

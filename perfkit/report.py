@@ -1,0 +1,55 @@
+"""Plain-text tables and number formatting for the CLI and the study summaries."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+
+def fmt_si(value, unit: str = "", digits: int = 3) -> str:
+    """1.23e9 -> '1.23 G' + unit; None -> '-'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    value = float(value)
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.{digits}g} {prefix}{unit}"
+    return f"{value:.{digits}g} {unit}".rstrip()
+
+
+def fmt_ms(seconds) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "-"
+    return f"{seconds * 1e3:.3f}"
+
+
+def fmt_num(value, spec: str = ",.0f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, Callable | None]]) -> str:
+    """Columns are (key, header, formatter); numbers right-aligned, text left-aligned."""
+    cells = [[(fmt(row.get(key)) if fmt else ("-" if row.get(key) is None else str(row.get(key))))
+              for key, _, fmt in columns] for row in rows]
+    headers = [header for _, header, _ in columns]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    numeric = [all(_looks_numeric(r[i]) for r in cells) and bool(cells) for i in range(len(headers))]
+
+    def line(values):
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    out = [line(headers), line(["-" * w for w in widths])]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+def _looks_numeric(text: str) -> bool:
+    stripped = text.replace(",", "").replace("%", "").replace("x", "").split(" ")[0]
+    if stripped in ("-", ""):
+        return True
+    try:
+        float(stripped)
+        return True
+    except ValueError:
+        return False

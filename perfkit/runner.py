@@ -1,0 +1,231 @@
+"""The runner: for each case, build, check against the reference, then time under monitors, and store the row.
+
+Per case:
+1. Skip (a row with status "skipped" and the reason) when the backend cannot run it here.
+2. Build the backend's module from the parameters shared by every backend of the run.
+3. Check correctness on fresh random inputs (at most `check_batch` images) against the torch backend in float64 on
+   the CPU. Over tolerance: status "incorrect", not timed, never shown as a speed result.
+4. Time the pass on fresh inputs at the case's batch under the device's timer, inside every monitor's window,
+   repeating until the window is as long as the slowest monitor needs.
+5. Derive rates from the cost model and append the row to the store (committed at once).
+Out-of-memory is recorded as "oom" and any other failure as "error" with its message; the run goes on.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import zlib
+from dataclasses import asdict, dataclass, field, replace
+from typing import Sequence
+
+import torch
+
+from perfkit.backends import Backend, float32_precision, get_backend
+from perfkit.cases import NETWORK, Case
+from perfkit.model import init_parameters, torch_dtype
+from perfkit.monitors import monitors_for
+from perfkit.progress import Progress
+from perfkit.records import Measurement
+from perfkit.specs import Network, build_network
+from perfkit.store import Store, utc_now
+from perfkit.timer import TimingPolicy, timer_for
+from perfkit.workload import TOLERANCES, Workload, check, make_inputs, reference_results
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    timing: TimingPolicy = field(default_factory=TimingPolicy)
+    check_batch: int = 16  # images the correctness check runs on (the float64 CPU reference is slow)
+    seed: int = 0  # parameters and inputs derive from it
+
+
+def case_layers(network: Network, case: Case):
+    """The layer specs a case runs: one layer, or the whole network for the pass."""
+    if case.layer == NETWORK:
+        return network.layers_for(case.pass_name)
+    return (network.layer(case.layer),)
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None):
+    """torch's intra-op thread count set to `threads` for the block (left alone when None)."""
+    saved = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def device_name(device: str, env: dict) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return env.get("cpu_model") or "CPU"
+
+
+class Runner:
+    """Measures cases into one run of a store."""
+
+    def __init__(self, store: Store, run_id: str, study: str, env: dict, env_id: str,
+                 config: RunnerConfig = RunnerConfig(), show_progress: bool = True):
+        self.store = store
+        self.run_id = run_id
+        self.study = study
+        self.env = env
+        self.env_id = env_id
+        self.config = config
+        self.show_progress = show_progress
+        self._networks: dict = {}
+        self._parameters: dict = {}
+        self._references: dict = {}
+
+    # -- the loop ---------------------------------------------------------------------------------------------------
+    def run(self, cases: Sequence[Case]) -> list[Measurement]:
+        """Measure every case the run does not have yet, storing each row as it finishes."""
+        done = self.store.finished_case_keys(self.run_id)
+        seen, todo = set(done), []
+        for case in cases:
+            if case.key not in seen:
+                seen.add(case.key)
+                todo.append(case)
+        progress = Progress(len(todo), title=self.study, enabled=self.show_progress)
+        rows = []
+        try:
+            for case in todo:
+                progress.start(case.label)
+                row = self.measure(case)
+                self.store.add_measurement(row)
+                rows.append(row)
+                progress.done(row.status, _progress_detail(row))
+        finally:
+            progress.close()
+        return rows
+
+    # -- one case ---------------------------------------------------------------------------------------------------
+    def network(self, case: Case) -> Network:
+        key = (case.variant, case.activation)
+        if key not in self._networks:
+            self._networks[key] = build_network(case.variant, case.activation)
+        return self._networks[key]
+
+    def shared_parameters(self, case: Case) -> dict[str, torch.Tensor]:
+        key = (case.variant, case.activation)
+        if key not in self._parameters:
+            self._parameters[key] = init_parameters(self.network(case), seed=self.config.seed)
+        return self._parameters[key]
+
+    def blank_row(self, case: Case) -> Measurement:
+        backend = get_backend(case.backend)
+        kind = NETWORK if case.layer == NETWORK else self.network(case).layer(case.layer).kind
+        return Measurement(
+            run_id=self.run_id, case_key=case.key, study=self.study, variant=case.variant, layer=case.layer,
+            layer_kind=kind, backend=case.backend, is_baseline=backend.is_baseline, device=case.device,
+            dtype=case.dtype, batch=case.batch, pass_name=case.pass_name, activation=case.activation,
+            options=json.dumps(dict(case.options), sort_keys=True, default=str), env_id=self.env_id,
+            threads=case.threads)
+
+    def measure(self, case: Case) -> Measurement:
+        started = utc_now()
+        try:
+            row = self.blank_row(case)
+        except (KeyError, ValueError) as exc:  # an unknown variant, layer or backend: a bad case, recorded
+            return Measurement(run_id=self.run_id, case_key=case.key, study=self.study, variant=case.variant,
+                               layer=case.layer, layer_kind="unknown", backend=case.backend, is_baseline=False,
+                               device=case.device, dtype=case.dtype, batch=case.batch, pass_name=case.pass_name,
+                               activation=case.activation, options="{}", env_id=self.env_id, status="error",
+                               note=str(exc), started_at=started, finished_at=utc_now())
+        row.started_at = started
+        backend = get_backend(case.backend)
+        reason = backend.unavailable_reason(case.device, case.dtype, case.pass_name)
+        if reason:
+            return replace(row, status="skipped", note=reason, finished_at=utc_now())
+        try:
+            row.device_name = device_name(case.device, self.env)
+            with cpu_threads(case.threads), float32_precision(case.dtype):
+                row.threads = torch.get_num_threads()
+                row = self._check_and_time(case, backend, row)
+        except torch.cuda.OutOfMemoryError as exc:
+            row = replace(row, status="oom", note=f"out of memory: {str(exc).splitlines()[0]}")
+        except Exception as exc:  # recorded, and the run goes on
+            row = replace(row, status="error", note=f"{type(exc).__name__}: {exc}"[:2000])
+        finally:
+            if case.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+        row.finished_at = utc_now()
+        return row
+
+    def _input_seed(self, case: Case, purpose: str) -> int:
+        """Inputs are the same for every backend, device and dtype of one layer, pass and batch."""
+        ident = f"{purpose}/{case.variant}/{case.activation}/{case.layer}/{case.pass_name}/{case.batch}"
+        return self.config.seed * 1_000_003 + zlib.crc32(ident.encode())
+
+    def _check_and_time(self, case: Case, backend: Backend, row: Measurement) -> Measurement:
+        network = self.network(case)
+        layers = case_layers(network, case)
+        params = self.shared_parameters(case)
+        dtype = torch_dtype(case.dtype)
+        module = backend.build(layers, params, case.device, dtype)
+
+        # 1. correctness against the float64 CPU reference
+        check_batch = min(case.batch, self.config.check_batch)
+        inputs = make_inputs(layers, check_batch, self._input_seed(case, "check"))
+        module.capture_dropout_masks = True
+        got = Workload(module, case.pass_name, inputs, case.device, dtype, backend.make_optimizer).run_once()
+        module.capture_dropout_masks = False
+        masks = dict(module.captured_dropout_masks)
+        module.captured_dropout_masks.clear()
+        want = self._reference(case, layers, params, inputs, masks, check_batch)
+        error, worst = check(got, want)
+        del got
+        tolerance = TOLERANCES[case.dtype]
+        row = replace(row, error_rel=error, error_tolerance=tolerance, error_batch=check_batch,
+                      error_note=f"worst tensor: {worst}")
+        if not error <= tolerance:
+            return replace(row, status="incorrect",
+                           note=f"not timed: error {error:.3g} in {worst} exceeds the {case.dtype} tolerance "
+                                f"{tolerance:g}")
+
+        # 2. timing under monitors
+        workload = Workload(module, case.pass_name, make_inputs(layers, case.batch, self._input_seed(case, "time")),
+                            case.device, dtype, backend.make_optimizer)
+        monitors = monitors_for(case.device)
+        policy = self.config.timing.with_min_time(max((m.min_window_s for m in monitors), default=0.0))
+        timer = timer_for(case.device)
+        began = []
+        try:
+            for monitor in monitors:
+                monitor.begin()
+                began.append(monitor)
+            timing = timer.measure(workload.run, workload.prepare, policy)
+        finally:
+            windows = [monitor.end() for monitor in reversed(began)]
+        for window in windows:
+            row = replace(row, **asdict(window))
+        row = replace(row, **timing.record_fields())
+
+        # 3. rates from the cost model
+        cost = network.cost(case.pass_name, case.batch, case.dtype) if case.layer == NETWORK else \
+            layers[0].cost(case.pass_name, case.batch, case.dtype)
+        seconds = timing.median_s
+        return replace(row, status="ok", flops=cost.flops, gemm_flops=cost.gemm_flops, bytes_min=cost.bytes_min,
+                       arithmetic_intensity_flops_per_byte=cost.arithmetic_intensity,
+                       images_per_s=case.batch / seconds if seconds > 0 else None,
+                       achieved_flops_per_s=cost.flops / seconds if seconds > 0 else None,
+                       achieved_bytes_per_s=cost.bytes_min / seconds if seconds > 0 else None)
+
+    def _reference(self, case, layers, params, inputs, masks, check_batch):
+        active_dropout = any(spec.kind == "dropout" and spec.p > 0 for spec in layers)
+        key = (case.variant, case.activation, case.layer, case.pass_name, check_batch)
+        if not active_dropout and key in self._references:
+            return self._references[key]
+        want = reference_results(layers, case.pass_name, params, inputs, masks, get_backend("torch").make_optimizer)
+        # One entry: a network's float64 gradients are ~1 GB, and studies list a case's backends next to each other.
+        self._references = {key: want} if not active_dropout else {}
+        return want
+
+
+def _progress_detail(row: Measurement) -> str:
+    if row.status == "ok" and row.time_median_s is not None:
+        return f"{row.time_median_s * 1e3:.3f} ms, {row.images_per_s:,.0f} img/s"
+    return row.note or ""

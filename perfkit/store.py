@@ -1,0 +1,331 @@
+"""The store: one SQLite file (stdlib sqlite3, WAL) holding runs and their measurements.
+
+Tables:
+- `environments`: one row per environment fingerprint (machine and software), the full description as JSON.
+- `runs`: a study run: its arguments, start and end, git commit, perfkit version and environment.
+- `measurements`: one row per case (the columns of `perfkit.records.Measurement`), unique per (run_id, case_key).
+- `summaries`: the summary a study printed, as text and as JSON data.
+
+Each measurement is committed as its case finishes, so a killed study loses at most the case in flight. Rerunning the
+same study with the same arguments on the same machine resumes its unfinished run and skips the cases it already has.
+Run ids are UUIDs, so stores from many machines merge without collisions (`merge`).
+
+A file that is not a perfkit store, or was written by a newer perfkit, is refused with a `StoreError` and never
+written to: the SQLite header, the application id and the schema version are checked through a read-only connection
+before anything is opened for writing.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import sqlite3
+import uuid
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from perfkit.records import Measurement
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x50464B54  # "PFKT" in the SQLite header: marks the file as a perfkit store
+DEFAULT_STORE = "perfkit.db"
+STORE_ENV_VAR = "PERFKIT_STORE"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class StoreError(Exception):
+    """The file cannot be used as a perfkit store; it has been left as it was."""
+
+
+def default_store_path() -> str:
+    return os.environ.get(STORE_ENV_VAR) or DEFAULT_STORE
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _sql_type(annotation: str) -> str:
+    if annotation.startswith("int") or annotation.startswith("bool"):
+        return "INTEGER"
+    if annotation.startswith("float"):
+        return "REAL"
+    return "TEXT"
+
+
+MEASUREMENT_COLUMNS = {f.name: _sql_type(str(f.type)) for f in fields(Measurement)}
+_BOOL_COLUMNS = [f.name for f in fields(Measurement) if str(f.type).startswith("bool")]
+
+_TABLES = {
+    "environments": """CREATE TABLE environments (
+        env_id TEXT PRIMARY KEY, machine_id TEXT, label TEXT, data TEXT NOT NULL)""",
+    "runs": """CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY, study TEXT NOT NULL, args TEXT NOT NULL, args_key TEXT NOT NULL,
+        env_id TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT, git_commit TEXT, perfkit_version TEXT,
+        cases_planned INTEGER)""",
+    "measurements": "CREATE TABLE measurements (id INTEGER PRIMARY KEY, "
+                    + ", ".join(f"{name} {typ}" for name, typ in MEASUREMENT_COLUMNS.items())
+                    + ", UNIQUE (run_id, case_key))",
+    "summaries": """CREATE TABLE summaries (
+        run_id TEXT NOT NULL, study TEXT NOT NULL, created_at TEXT NOT NULL, text TEXT, data TEXT,
+        PRIMARY KEY (run_id, study))""",
+}
+
+
+def _check_existing(path: Path) -> int | None:
+    """The schema version of an existing perfkit store at `path`, None if there is no file (or an empty one).
+    Raises StoreError, touching nothing, if the file is not a perfkit store or is too new."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a perfkit store")
+    with path.open("rb") as f:
+        if f.read(16) != _SQLITE_MAGIC:
+            raise StoreError(f"{path} is not a perfkit store (not an SQLite database); it was left untouched")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            app_id = con.execute("PRAGMA application_id").fetchone()[0]
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} could not be read as a perfkit store ({exc}); it was left untouched") from None
+    if app_id != APPLICATION_ID:
+        raise StoreError(f"{path} is an SQLite database but not a perfkit store (application id {app_id:#x}); "
+                         "it was left untouched")
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{path} was written by a newer perfkit (store schema {version}; this perfkit reads up to "
+                         f"{SCHEMA_VERSION}): upgrade perfkit to use it. The file was left untouched.")
+    return version
+
+
+class Store:
+    """A perfkit store opened for reading and appending. Use `Store.open(path)`."""
+
+    def __init__(self, path: Path, con: sqlite3.Connection):
+        self.path = path
+        self.con = con
+
+    @classmethod
+    def open(cls, path: str | os.PathLike | None = None, create: bool = True) -> Store:
+        path = Path(path or default_store_path())
+        version = _check_existing(path)
+        if version is None and not create:
+            raise StoreError(f"no perfkit store at {path} (run `perfkit run` to make one, or pass --store PATH)")
+        if version is None and path.parent and not path.parent.exists():
+            raise StoreError(f"cannot create a store at {path}: directory {path.parent} does not exist")
+        con = sqlite3.connect(path.resolve().as_uri(), uri=True, timeout=60, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")  # in WAL mode durable across process crashes, not power loss
+        store = cls(path, con)
+        store._create_or_migrate(version)
+        return store
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- schema ---------------------------------------------------------------------------------------------------
+    def _create_or_migrate(self, version: int | None) -> None:
+        with self.transaction():
+            if version is None or version == 0:
+                if version == 0 and self._tables():
+                    raise StoreError(f"{self.path} has tables but no perfkit schema version; it was left untouched")
+                self.con.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            existing = self._tables()
+            for name, ddl in _TABLES.items():
+                if name not in existing:
+                    self.con.execute(ddl)
+            # Additive migration: a column added to Measurement since the store was written appears as NULL.
+            have = {row[1] for row in self.con.execute("PRAGMA table_info(measurements)")}
+            for name, typ in MEASUREMENT_COLUMNS.items():
+                if name not in have:
+                    self.con.execute(f"ALTER TABLE measurements ADD COLUMN {name} {typ}")
+            self.con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self.con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    def transaction(self):
+        return _Transaction(self.con)
+
+    # -- runs -----------------------------------------------------------------------------------------------------
+    def add_environment(self, env: dict, env_id: str, label: str) -> None:
+        with self.transaction():
+            self.con.execute("INSERT OR IGNORE INTO environments (env_id, machine_id, label, data) VALUES (?, ?, ?, ?)",
+                             (env_id, env.get("machine_id"), label, json.dumps(env, sort_keys=True, default=str)))
+
+    def start_or_resume_run(self, study: str, args: dict, env_id: str, git_commit: str | None,
+                            perfkit_version: str, cases_planned: int | None = None,
+                            resume: bool = True) -> tuple[str, bool]:
+        """The id of the run to record into, and whether it resumes an unfinished one (same study, arguments and
+        environment)."""
+        args_key = json.dumps(args, sort_keys=True, default=str)
+        with self.transaction():
+            if resume:
+                row = self.con.execute(
+                    "SELECT run_id FROM runs WHERE study=? AND args_key=? AND env_id=? AND finished_at IS NULL "
+                    "ORDER BY started_at DESC LIMIT 1", (study, args_key, env_id)).fetchone()
+                if row:
+                    return row[0], True
+            run_id = str(uuid.uuid4())
+            self.con.execute(
+                "INSERT INTO runs (run_id, study, args, args_key, env_id, started_at, git_commit, perfkit_version, "
+                "cases_planned) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, study, json.dumps(args, default=str), args_key, env_id, utc_now(), git_commit,
+                 perfkit_version, cases_planned))
+        return run_id, False
+
+    def finish_run(self, run_id: str) -> None:
+        with self.transaction():
+            self.con.execute("UPDATE runs SET finished_at=? WHERE run_id=?", (utc_now(), run_id))
+
+    def finished_case_keys(self, run_id: str) -> set[str]:
+        return {r[0] for r in self.con.execute("SELECT case_key FROM measurements WHERE run_id=?", (run_id,))}
+
+    # -- rows -----------------------------------------------------------------------------------------------------
+    def add_measurement(self, m: Measurement) -> None:
+        """Append one row and commit it."""
+        row = asdict(m)
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self.transaction():
+            self.con.execute(f"INSERT INTO measurements ({cols}) VALUES ({marks})", tuple(row.values()))
+
+    def add_summary(self, run_id: str, study: str, text: str, data: dict | None = None) -> None:
+        with self.transaction():
+            self.con.execute("INSERT OR REPLACE INTO summaries (run_id, study, created_at, text, data) "
+                             "VALUES (?, ?, ?, ?, ?)",
+                             (run_id, study, utc_now(), text, json.dumps(data, default=str) if data else None))
+
+    def measurement_count(self, run_id: str | None = None) -> int:
+        if run_id is None:
+            return self.con.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+        return self.con.execute("SELECT COUNT(*) FROM measurements WHERE run_id=?", (run_id,)).fetchone()[0]
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on an exception (the connection runs in autocommit mode)."""
+
+    def __init__(self, con: sqlite3.Connection):
+        self.con = con
+
+    def __enter__(self):
+        self.con.execute("BEGIN IMMEDIATE")
+        return self.con
+
+    def __exit__(self, exc_type, exc, tb):
+        self.con.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
+
+
+# -- reading ------------------------------------------------------------------------------------------------------------
+_MEASUREMENTS_QUERY = """
+SELECT m.*, r.study AS run_study, r.started_at AS run_started_at, r.finished_at AS run_finished_at,
+       r.git_commit, r.perfkit_version, e.machine_id, e.label AS machine
+FROM measurements m JOIN runs r ON r.run_id = m.run_id LEFT JOIN environments e ON e.env_id = m.env_id
+"""
+
+
+def _read_only(path: str | os.PathLike) -> sqlite3.Connection:
+    path = Path(path)
+    if _check_existing(path) is None:
+        raise StoreError(f"no perfkit store at {path}")
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
+def _read_tables(paths: Sequence[str | os.PathLike], query: str, keys: Sequence[str]):
+    import pandas as pd
+
+    frames = []
+    for path in paths:
+        con = _read_only(path)
+        try:
+            frame = pd.read_sql_query(query, con)
+        finally:
+            con.close()
+        frame["store"] = str(path)
+        frames.append(frame)
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if len(df) and keys:
+        df = df.drop_duplicates(subset=list(keys), keep="first").reset_index(drop=True)
+    return df
+
+
+def load_measurements(*paths: str | os.PathLike):
+    """Every measurement of one or more stores as one pandas DataFrame, with each row's run and machine columns
+    (`machine`, `machine_id`, `git_commit`, ...). Rows present in several stores appear once."""
+    df = _read_tables(paths or (default_store_path(),), _MEASUREMENTS_QUERY, ("run_id", "case_key"))
+    for col in _BOOL_COLUMNS:
+        if col in df:
+            df[col] = df[col].astype("boolean")
+    return df.drop(columns=["id"], errors="ignore")
+
+
+def load_runs(*paths: str | os.PathLike):
+    """Runs with their environment description (`env` as a dict) and machine label."""
+    df = _read_tables(paths or (default_store_path(),),
+                      "SELECT r.*, e.machine_id, e.label AS machine, e.data AS env FROM runs r "
+                      "LEFT JOIN environments e ON e.env_id = r.env_id", ("run_id",))
+    if len(df):
+        df["env"] = df["env"].map(lambda s: json.loads(s) if s else {})
+        df["args"] = df["args"].map(json.loads)
+    return df
+
+
+def load_summaries(*paths: str | os.PathLike):
+    df = _read_tables(paths or (default_store_path(),), "SELECT * FROM summaries", ("run_id", "study"))
+    if len(df):
+        df["data"] = df["data"].map(lambda s: json.loads(s) if s else None)
+    return df
+
+
+# -- merging ------------------------------------------------------------------------------------------------------------
+def merge(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> dict[str, int]:
+    """Copy every run, environment, measurement and summary of `inputs` into the store `out` (created if missing),
+    skipping what `out` already holds. Each input is merged in one transaction, so an error leaves `out` with whole
+    inputs only. A run merged while unfinished and again once finished gets its end time. Returns the number of rows
+    added per table."""
+    inputs = [Path(p) for p in inputs]
+    for path in inputs:  # validate every input before writing anything
+        if _check_existing(path) is None:
+            raise StoreError(f"no perfkit store at {path}")
+    store = Store.open(out)
+    added = {name: 0 for name in _TABLES}
+    try:
+        out_resolved = store.path.resolve()
+        for path in inputs:
+            if path.resolve() == out_resolved:
+                continue
+            store.con.execute("ATTACH DATABASE ? AS src", (f"{path.resolve().as_uri()}?mode=ro",))
+            try:
+                with store.transaction() as con:
+                    for table in _TABLES:
+                        added[table] += _merge_table(con, table)
+            finally:
+                store.con.execute("DETACH DATABASE src")
+    finally:
+        store.close()
+    return added
+
+
+def _merge_table(con: sqlite3.Connection, table: str, alias: str = "src") -> int:
+    have = [r[1] for r in con.execute(f"PRAGMA main.table_info({table})")]
+    theirs = {r[1] for r in con.execute(f"PRAGMA {alias}.table_info({table})")}
+    cols = [c for c in have if c in theirs and c != "id"]
+    col_list = ", ".join(cols)
+    before = con.total_changes
+    con.execute(f"INSERT OR IGNORE INTO main.{table} ({col_list}) SELECT {col_list} FROM {alias}.{table}")
+    added = con.total_changes - before
+    if table == "runs":
+        con.execute(f"UPDATE main.runs SET finished_at = (SELECT s.finished_at FROM {alias}.runs s "
+                    f"WHERE s.run_id = main.runs.run_id) WHERE finished_at IS NULL AND run_id IN "
+                    f"(SELECT run_id FROM {alias}.runs WHERE finished_at IS NOT NULL)")
+    return added

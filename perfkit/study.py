@@ -1,0 +1,95 @@
+"""Running a study: resolve the devices, open (or resume) a run in the store, measure its cases, store its summary.
+
+A study is a module of `perfkit.studies` with `NAME`, `DESCRIPTION`, `cases(options) -> list[Case]` and
+`summarize(df, options) -> Summary` (df: this run's measurements). It may define `timing(options) -> TimingPolicy`.
+perfkit itself never imports the studies: the CLI hands a study module to `run_study`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import perfkit
+from perfkit.env import collect_environment, environment_id, git_commit, machine_label
+from perfkit.runner import Runner, RunnerConfig
+from perfkit.specs import DEFAULT_VARIANT
+from perfkit.store import Store, load_measurements
+from perfkit.timer import TimingPolicy
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+QUICK_TIMING = TimingPolicy(warmup=1, min_reps=3, min_time_s=0.2)
+FULL_TIMING = TimingPolicy(warmup=2, min_reps=5, min_time_s=1.0)
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """What a study is asked to do. `devices` are resolved names ("cpu", "cuda:0")."""
+
+    devices: tuple[str, ...] = ("cpu",)
+    quick: bool = False
+    batch: int | None = None  # override the study's batch size
+    variant: str = DEFAULT_VARIANT
+    threads: int | None = None  # CPU threads (None: torch's default, all cores)
+    extra: dict = field(default_factory=dict)  # study-specific arguments
+
+    def as_args(self, study: str) -> dict:
+        """The arguments that identify a run (resuming needs the same ones)."""
+        return {"study": study, "devices": list(self.devices), "quick": self.quick, "batch": self.batch,
+                "variant": self.variant, "threads": self.threads, **self.extra}
+
+
+@dataclass
+class Summary:
+    """What a study concludes: text for people, data for dashboards."""
+
+    text: str
+    data: dict = field(default_factory=dict)
+
+
+@dataclass
+class StudyResult:
+    run_id: str
+    resumed: bool
+    rows_added: int
+    summary: Summary
+    store_path: Path
+
+
+def resolve_devices(device: str) -> tuple[str, ...]:
+    """"auto": the CPU, and the first GPU when torch sees one; "cpu"; "cuda" or "cuda:N" (kept even without a GPU, so
+    its cases are recorded as skipped with the reason). Only "auto" and "cuda" look for a GPU."""
+    if device == "cpu":
+        return ("cpu",)
+    if device == "auto":
+        import torch
+
+        return ("cpu", "cuda:0") if torch.cuda.is_available() else ("cpu",)
+    if device == "cuda":
+        return ("cuda:0",)
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return (device,)
+    raise ValueError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N")
+
+
+def run_study(study, options: StudyOptions, store_path, show_progress: bool = True, resume: bool = True,
+              config: RunnerConfig | None = None) -> StudyResult:
+    env = collect_environment(probe_gpus=any(d.startswith("cuda") for d in options.devices))
+    env_id = environment_id(env)
+    cases = study.cases(options)
+    if config is None:
+        timing = study.timing(options) if hasattr(study, "timing") else (QUICK_TIMING if options.quick else
+                                                                           FULL_TIMING)
+        config = RunnerConfig(timing=timing)
+    with Store.open(store_path) as store:
+        store.add_environment(env, env_id, machine_label(env))
+        run_id, resumed = store.start_or_resume_run(study.NAME, options.as_args(study.NAME), env_id, git_commit(),
+                                                    perfkit.__version__, cases_planned=len(cases), resume=resume)
+        runner = Runner(store, run_id, study.NAME, env, env_id, config, show_progress=show_progress)
+        rows = runner.run(cases)
+        df = load_measurements(store.path)
+        df = df[df.run_id == run_id].reset_index(drop=True)
+        summary = study.summarize(df, options)
+        store.add_summary(run_id, study.NAME, summary.text, summary.data)
+        store.finish_run(run_id)
+        return StudyResult(run_id, resumed, len(rows), summary, store.path)

@@ -1,0 +1,140 @@
+"""A case made runnable: a module, fresh random inputs, and one call of a pass; and its check against the reference.
+
+Passes:
+- `forward`: the layers in training mode (dropout active) without autograd, output kept.
+- `backward`: the backward pass alone; each repetition's forward (with autograd) runs untimed in `prepare`.
+- `train_step`: zero the gradients, forward, loss, backward, and one SGD step (momentum 0.9, weight decay 5e-4).
+
+A single layer's backward is driven by a fixed random output gradient; the network's (and the loss layer's) by the
+cross-entropy loss against random class targets. The input needs a gradient unless it is the image (the first layer).
+
+Correctness: the same work on fresh random inputs, compared with the torch backend in float64 on the CPU with the same
+parameters, inputs and dropout masks. The error is the relative Frobenius error ||got - want|| / ||want||, worst over
+the compared tensors: the output (forward); the input and parameter gradients (backward); the gradients and the
+updated parameters (train_step).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from perfkit.model import AlexNetModule, TorchOps
+from perfkit.specs import NUM_CLASSES, CrossEntropy, LayerSpec
+
+#: Largest relative error a backend may show against the float64 reference, per dtype.
+TOLERANCES = {"float64": 1e-10, "float32": 1e-4, "tf32": 1e-2, "float16": 1e-2, "bfloat16": 5e-2}
+
+
+def make_inputs(layers: Sequence[LayerSpec], batch: int, seed: int) -> dict[str, torch.Tensor]:
+    """Random float32 CPU inputs for `layers` at `batch`: `x` ~ N(0, 1) of the first layer's input shape, `target`
+    class indices when the layers end with the loss, else `grad_output` ~ N(0, 1) of the last layer's output shape."""
+    gen = torch.Generator().manual_seed(seed)
+    first, last = layers[0], layers[-1]
+    inputs = {"x": torch.randn((batch, *first.in_shape), generator=gen)}
+    if isinstance(last, CrossEntropy):
+        inputs["target"] = torch.randint(0, last.in_numel or NUM_CLASSES, (batch,), generator=gen)
+    else:
+        inputs["grad_output"] = torch.randn((batch, *last.out_shape), generator=gen)
+    return inputs
+
+
+class Workload:
+    """One pass of `module` over fixed inputs. `run()` is the timed call; `prepare()` (or None) runs before each."""
+
+    def __init__(self, module: AlexNetModule, pass_name: str, inputs: dict[str, torch.Tensor], device, dtype,
+                 make_optimizer=None):
+        self.module = module
+        self.pass_name = pass_name
+        self.x = inputs["x"].detach().to(device=device, dtype=dtype, copy=True)  # a leaf of its own
+        self.target = inputs["target"].to(device) if "target" in inputs else None
+        self.grad_output = inputs["grad_output"].to(device=device, dtype=dtype) if "grad_output" in inputs else None
+        self.x.requires_grad_(pass_name != "forward" and not module.specs[0].first)
+        self.params = [p for p in module.parameters()]
+        self.optimizer = make_optimizer(self.params) if pass_name == "train_step" and self.params else None
+        self.out = None
+        module.train()
+        if pass_name not in ("forward", "backward", "train_step"):
+            raise ValueError(f"unknown pass {pass_name!r}")
+        self.prepare = self._forward_with_graph if pass_name == "backward" else None
+        self.run = {"forward": self._forward, "backward": self._backward, "train_step": self._train_step}[pass_name]
+
+    def _forward(self):
+        with torch.no_grad():
+            self.out = self.module(self.x, self.target)
+
+    def _zero_grads(self):
+        for p in self.params:
+            p.grad = None
+        self.x.grad = None
+
+    def _forward_with_graph(self):
+        self._zero_grads()
+        self.out = self.module(self.x, self.target)
+
+    def _backward(self):
+        if self.out.dim() == 0:
+            self.out.backward()
+        else:
+            self.out.backward(self.grad_output)
+
+    def _train_step(self):
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        self.x.grad = None
+        self._forward_with_graph()
+        self._backward()
+        if self.optimizer is not None:
+            self.optimizer.step()
+
+    def results(self) -> dict[str, torch.Tensor]:
+        """What the correctness check compares, after one prepare + run."""
+        if self.pass_name == "forward":
+            return {"output": self.out}
+        got = {}
+        if self.x.requires_grad:
+            got["input.grad"] = self.x.grad
+        for name, p in self.module.named_parameters():
+            got[f"{name}.grad"] = p.grad
+            if self.pass_name == "train_step":
+                got[f"{name} (updated)"] = p
+        return got
+
+    def run_once(self) -> dict[str, torch.Tensor]:
+        if self.prepare:
+            self.prepare()
+        self.run()
+        return {k: v.detach() for k, v in self.results().items()}
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """||got - want||_F / ||want||_F in float64 (the absolute norm of the difference when want is all zeros)."""
+    if got is None or want is None:
+        raise ValueError("a compared tensor is missing (None)")
+    if got.shape != want.shape:
+        raise ValueError(f"shape {tuple(got.shape)} differs from the reference's {tuple(want.shape)}")
+    got64, want64 = got.detach().to("cpu", torch.float64), want.detach().to("cpu", torch.float64)
+    if not torch.isfinite(got64).all():
+        return float("inf")
+    denom = torch.linalg.vector_norm(want64)
+    diff = torch.linalg.vector_norm(got64 - want64)
+    return float(diff / denom) if denom > 0 else float(diff)
+
+
+def reference_results(layers: Sequence[LayerSpec], pass_name: str, parameters: dict[str, torch.Tensor],
+                      inputs: dict[str, torch.Tensor], dropout_masks: dict[str, torch.Tensor],
+                      make_optimizer) -> dict[str, torch.Tensor]:
+    """The same work done by stock PyTorch operators in float64 on the CPU, replaying the given dropout masks."""
+    module = AlexNetModule(layers, TorchOps, device="cpu", dtype=torch.float64, parameters=parameters)
+    module.replay_dropout_masks = dropout_masks
+    return Workload(module, pass_name, inputs, "cpu", torch.float64, make_optimizer).run_once()
+
+
+def check(workload_results: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> tuple[float, str]:
+    """Worst relative error over the compared tensors, and the name of the worst one."""
+    missing = set(reference) - set(workload_results)
+    if missing:
+        raise ValueError(f"backend produced no {', '.join(sorted(missing))}")
+    errors = {name: relative_error(workload_results[name], want) for name, want in reference.items()}
+    worst = max(errors, key=errors.get)
+    return errors[worst], worst
