@@ -91,9 +91,11 @@ def baseline_backend() -> Backend:
 
 
 def _register_builtin() -> None:
+    from perfkit.backends.torch_compile import CompileBackend
     from perfkit.backends.torch_eager import TorchBackend
 
     register(TorchBackend())
+    register(CompileBackend())
 
 
 _register_builtin()
