@@ -1,1 +1,40 @@
-"""Triton kernels for every AlexNet layer."""
+"""Hand-written Triton forward kernels for every AlexNet layer, behind a functional API that mirrors
+torch.nn.functional (names, argument order, defaults), plus fused forms.
+
+    conv2d(input, weight, bias=None, stride=1, padding=0, groups=1, activation=None)
+    linear(input, weight, bias=None, activation=None, dropout_p=0.0, dropout_seed=None)
+    relu(input), tanh(input), sigmoid(input)
+    local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0)
+    max_pool2d(input, kernel_size, stride=None, padding=0)
+    lrn_max_pool2d(input, size, alpha=1e-4, beta=0.75, k=1.0, kernel_size=3, stride=2, padding=0)
+    dropout(input, p=0.5, training=True, seed=None)
+    cross_entropy(logits, target)
+    is_interpreting()
+
+Tensors are float32, float16 or bfloat16 (accumulation in float32) on a CUDA device, or on the CPU when
+TRITON_INTERPRET=1 was set before this package was imported (Triton's interpreter: correctness only, and wrong for
+bfloat16). Arguments are checked before anything is launched: TypeError for a wrong type or dtype, ValueError for a
+wrong shape, value or device (see ``_common``). ``activation`` is None, "relu", "tanh" or "sigmoid" everywhere.
+"""
+from ._common import is_interpreting
+from .activation import relu, sigmoid, tanh
+from .conv import conv2d
+from .cross_entropy import cross_entropy
+from .dropout import dropout
+from .linear import linear
+from .lrn import local_response_norm, lrn_max_pool2d
+from .pool import max_pool2d
+
+__all__ = [
+    "conv2d",
+    "cross_entropy",
+    "dropout",
+    "is_interpreting",
+    "linear",
+    "local_response_norm",
+    "lrn_max_pool2d",
+    "max_pool2d",
+    "relu",
+    "sigmoid",
+    "tanh",
+]

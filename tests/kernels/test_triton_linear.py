@@ -1,0 +1,75 @@
+"""linear: the tiled GEMM with fused bias and activation, against torch computed in float64."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import perfkit.kernels as K
+from triton_kernel_helpers import DTYPES, GEMM_TOL, needs_gpu, randn, ref, rel_err
+
+pytestmark = pytest.mark.usefixtures("ieee_fp32")
+
+ACTS = {None: lambda t: t, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+
+# (batch, in, out): batch 1 and 3, sizes that are no multiple of any block, one K spanning several K-steps, and a
+# batch over one M-tile.
+SHAPES = [(1, 7, 5), (3, 100, 37), (3, 300, 129), (67, 45, 130)]
+
+
+def _reference(x, w, b, activation):
+    return ACTS[activation](F.linear(ref(x).flatten(1), ref(w), ref(b)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_matches_torch(shape, dtype, device):
+    n, k, out = shape
+    x = randn(n, k, dtype=dtype, device=device)
+    w = randn(out, k, dtype=dtype, device=device, scale=k**-0.5)
+    b = randn(out, dtype=dtype, device=device)
+    y = K.linear(x, w, b)
+    assert y.shape == (n, out) and y.dtype == dtype and y.is_contiguous()
+    assert rel_err(y, _reference(x, w, b, None)) < GEMM_TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="float32"), pytest.param(torch.float16, id="float16")])
+@pytest.mark.parametrize("activation", list(ACTS))
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
+def test_fused_bias_and_activation(activation, with_bias, dtype, device):
+    x = randn(3, 100, dtype=dtype, device=device)
+    w = randn(37, 100, dtype=dtype, device=device, scale=0.1)
+    b = randn(37, dtype=dtype, device=device) if with_bias else None
+    y = K.linear(x, w, b, activation=activation)
+    assert rel_err(y, _reference(x, w, b, activation)) < GEMM_TOL[dtype]
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_4d_input_is_flattened_in_nchw_order(channels_last, device):
+    # fc6 sees pool5's (N, 256, 6, 6) maps; a channels_last map must still flatten as (C, H, W).
+    x = randn(3, 5, 3, 3, device=device, channels_last=channels_last)
+    w = randn(11, 45, device=device)
+    b = randn(11, device=device)
+    y = K.linear(x, w, b, activation="relu")
+    assert y.shape == (3, 11)
+    assert rel_err(y, _reference(x, w, b, "relu")) < 1e-5
+
+
+def test_strided_operands(device):
+    x = randn(100, 3, device=device).t()  # (3, 100) with column-major storage
+    w = randn(100, 37, device=device).t()
+    y = K.linear(x, w)
+    assert rel_err(y, _reference(x, w, None, None)) < 1e-5
+
+
+@needs_gpu
+def test_float32_uses_tf32_only_when_torch_allows_it():
+    from triton_kernel_helpers import fp32_precision
+
+    x = randn(256, 1024, device="cuda")
+    w = randn(512, 1024, device="cuda")
+    expected = _reference(x, w, None, None)
+    with fp32_precision(matmul="ieee", conv="ieee"):
+        ieee = rel_err(K.linear(x, w), expected)
+    with fp32_precision(matmul="tf32", conv="ieee"):
+        tf32 = rel_err(K.linear(x, w), expected)
+    assert ieee < 1e-5
+    assert 1e-5 < tf32 < 5e-3  # TF32 keeps 10 mantissa bits: visibly less exact, still close

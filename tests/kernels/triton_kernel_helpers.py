@@ -1,0 +1,68 @@
+"""Shared pieces of the kernel tests: the error metric, per-dtype tolerances and dtype parametrisation."""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+ON_GPU = HAS_CUDA and not INTERPRETING
+
+# bf16 runs only on a GPU: the interpreter computes bf16 dot products wrongly, silently.
+BF16 = pytest.param(
+    torch.bfloat16,
+    marks=pytest.mark.skipif(not ON_GPU, reason="bfloat16 needs a GPU (the Triton interpreter gets bf16 wrong)"),
+    id="bfloat16",
+)
+FP32 = pytest.param(torch.float32, id="float32")
+FP16 = pytest.param(torch.float16, id="float16")
+DTYPES = [FP32, FP16, BF16]
+
+# Relative Frobenius error bounds. Elementwise ops round once to the output dtype; GEMMs accumulate in float32 (the
+# IEEE float32 bound covers the summation order over K in the thousands) and round once at the end.
+ELEMENTWISE_TOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+GEMM_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
+
+needs_gpu = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU (Triton runs on the CPU interpreter here)")
+
+
+def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """||actual - expected|| / ||expected||, in float64 on the CPU."""
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    a = actual.detach().to("cpu", torch.float64)
+    e = expected.detach().to("cpu", torch.float64)
+    return ((a - e).norm() / e.norm()).item()
+
+
+def ref(t: torch.Tensor | None) -> torch.Tensor | None:
+    """The float64 CPU copy a reference is computed from (the inputs as the kernel sees them, after rounding)."""
+    return None if t is None else t.detach().to("cpu", torch.float64)
+
+
+def randn(*shape, dtype=torch.float32, device="cpu", scale=1.0, channels_last=False) -> torch.Tensor:
+    t = (torch.randn(*shape, dtype=torch.float32) * scale).to(device=device, dtype=dtype)
+    return t.to(memory_format=torch.channels_last) if channels_last else t
+
+
+@contextlib.contextmanager
+def fp32_precision(matmul: str, conv: str):
+    """Set torch's TF32 switches for cuBLAS matmuls and cuDNN convolutions ("ieee" or "tf32"), then restore them."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+        torch.backends.cuda.matmul.fp32_precision = matmul
+        torch.backends.cudnn.conv.fp32_precision = conv
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved
+    else:
+        saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = matmul == "tf32"
+        torch.backends.cudnn.allow_tf32 = conv == "tf32"
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
