@@ -19,8 +19,8 @@ must move. Conventions, stated once:
   cross-entropy loss.
 
 conv1's padding: with a 224x224 input, an 11x11 kernel and stride 4, padding 2 gives floor((224 + 4 - 11) / 4) + 1 = 55,
-the paper's 55x55 maps (torchvision does the same); 227x227 with no padding makes the arithmetic exact, as the paper's
-224 does not. The network classes take `input_size` if you want 227.
+the paper's 55x55 maps (torchvision does the same). The paper's 224 does not divide evenly (227x227 with no padding
+would); the 4 pixels of padding are what makes 224 give 55.
 """
 from __future__ import annotations
 

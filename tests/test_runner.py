@@ -1,0 +1,129 @@
+"""The runner: check before timing, record skips and failures without stopping, rates from the cost model."""
+import pytest
+import torch
+
+from perfkit.backends import BACKENDS, Backend
+from perfkit.cases import Case, grid
+from perfkit.env import collect_environment, environment_id
+from perfkit.model import AlexNetModule, TorchOps
+from perfkit.runner import Runner, RunnerConfig
+from perfkit.specs import build_network
+from perfkit.store import Store, load_measurements
+from perfkit.timer import TimingPolicy
+
+FAST = RunnerConfig(timing=TimingPolicy(warmup=1, min_reps=2, min_time_s=0.0), check_batch=2)
+
+
+@pytest.fixture
+def make_runner(tmp_path):
+    stores = []
+
+    def make(config=FAST, args=None):
+        store = Store.open(tmp_path / "r.db")
+        stores.append(store)
+        env = collect_environment()
+        env_id = environment_id(env)
+        store.add_environment(env, env_id, "test machine")
+        run_id, _ = store.start_or_resume_run("test", args or {}, env_id, None, "0")
+        return Runner(store, run_id, "test", env, env_id, config, show_progress=False)
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+class _OffByOnePercentOps(TorchOps):
+    @staticmethod
+    def activation(x, function):
+        return TorchOps.activation(x, function) * 1.01
+
+
+class _BrokenBackend(Backend):
+    name = "broken"
+    description = "test-only backend whose activation is 1% off"
+
+    def build(self, layers, parameters, device, dtype):
+        return AlexNetModule(layers, _OffByOnePercentOps, device=device, dtype=dtype, parameters=parameters)
+
+
+@pytest.fixture
+def broken_backend():
+    BACKENDS["broken"] = _BrokenBackend()
+    yield "broken"
+    del BACKENDS["broken"]
+
+
+def test_ok_row_has_timing_and_rates_from_the_cost_model(make_runner):
+    [row] = make_runner().run([Case(layer="conv2", batch=3, pass_name="forward")])
+    assert row.status == "ok", row.note
+    assert row.repetitions >= 2 and row.warmup_repetitions == 1
+    assert row.time_p10_s <= row.time_median_s <= row.time_p90_s
+    assert row.images_per_s == pytest.approx(3 / row.time_median_s)
+    conv2 = build_network("alexnet2012").layer("conv2")
+    assert row.flops == conv2.cost("forward", 3).flops
+    assert row.achieved_flops_per_s == pytest.approx(row.flops / row.time_median_s)
+    assert row.error_rel < 1e-5 and row.error_tolerance == 1e-4 and row.error_batch == 2
+    assert row.cpu_peak_rss_bytes > 0
+    assert row.device_name and row.threads == torch.get_num_threads()
+
+
+def test_incorrect_backend_is_marked_and_never_timed(make_runner, broken_backend):
+    rows = make_runner().run(grid(layer="relu1", backend=["torch", broken_backend], batch=2))
+    ok, bad = rows
+    assert ok.status == "ok"
+    assert bad.status == "incorrect"
+    assert bad.error_rel == pytest.approx(0.01, rel=1e-3)
+    assert "exceeds the float32 tolerance" in bad.note
+    assert bad.time_median_s is None and bad.images_per_s is None and bad.repetitions is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
+def test_gpu_case_without_gpu_is_skipped_with_the_reason(make_runner):
+    [row] = make_runner().run([Case(layer="conv1", device="cuda:0")])
+    assert row.status == "skipped"
+    assert "no CUDA device" in row.note
+    assert row.time_median_s is None
+
+
+def test_tf32_on_cpu_is_skipped_with_the_reason(make_runner):
+    [row] = make_runner().run([Case(layer="fc8", dtype="tf32")])
+    assert row.status == "skipped" and "TF32" in row.note
+
+
+def test_failures_are_recorded_and_the_run_goes_on(make_runner):
+    rows = make_runner().run([Case(layer="conv9"), Case(layer="relu1", batch=1)])
+    assert rows[0].status == "error" and "conv9" in rows[0].note
+    assert rows[1].status == "ok"
+
+
+def test_thread_count_is_applied_recorded_and_restored(make_runner):
+    before = torch.get_num_threads()
+    [row] = make_runner().run([Case(layer="conv3", threads=1)])
+    assert row.threads == 1
+    assert torch.get_num_threads() == before
+
+
+def test_rerun_skips_cases_already_stored(make_runner, tmp_path):
+    cases = grid(layer=["relu1", "pool1", "lrn1"], batch=1)
+    runner = make_runner()
+    runner.run(cases[:2])
+    resumed = make_runner()  # same study and arguments: the unfinished run is resumed
+    assert resumed.run_id == runner.run_id
+    new = resumed.run(cases)
+    assert [r.layer for r in new] == ["lrn1"]
+    df = load_measurements(tmp_path / "r.db")
+    assert sorted(df.case_key) == sorted(c.key for c in cases)
+
+
+def test_network_train_step_checks_gradients_and_updated_parameters(make_runner):
+    [row] = make_runner().run([Case(layer="network", pass_name="train_step", batch=2)])
+    assert row.status == "ok", row.note
+    assert row.error_note.startswith("worst tensor:")
+    assert row.error_rel < 1e-4
+
+
+def test_dropout_layers_are_checked_with_replayed_masks(make_runner):
+    rows = make_runner().run(grid(layer=["drop6", "network"], batch=2, pass_name=["forward", "backward"]))
+    for row in rows:
+        assert row.status == "ok", row.note
+        assert row.error_rel < 1e-5
