@@ -26,7 +26,7 @@ def cross_entropy_launch(num_classes: int) -> tuple[int, int]:
 def _cross_entropy_kernel(logits_ptr, target_ptr, loss_ptr, C, stride_n, stride_c, BLOCK_C: tl.constexpr):
     row = tl.program_id(0)
     base = logits_ptr + row.to(tl.int64) * stride_n
-    offs = tl.arange(0, BLOCK_C)
+    offs = tl.arange(0, BLOCK_C).to(tl.int64)  # a transposed (N, C) view has stride_c = N: offsets up to N * C
 
     # The first chunk seeds the running maximum, so it is finite from the start (no -inf - -inf).
     x = tl.load(base + offs * stride_c, mask=offs < C, other=float("-inf")).to(tl.float32)

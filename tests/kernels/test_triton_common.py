@@ -1,0 +1,71 @@
+"""The shared policy helpers: TF32 decisions follow torch's switches, activation names, argument checks."""
+import importlib
+import warnings
+
+import pytest
+import torch
+
+from triton_kernel_helpers import fp32_precision
+
+_common = importlib.import_module("perfkit.kernels._common")
+
+
+@pytest.mark.parametrize("matmul, conv", [("ieee", "ieee"), ("tf32", "ieee"), ("ieee", "tf32"), ("tf32", "tf32")])
+def test_tf32_follows_torch_switches_without_warnings(matmul, conv):
+    with fp32_precision(matmul=matmul, conv=conv), warnings.catch_warnings():
+        warnings.simplefilter("error")  # a deprecation warning from reading the switches would fail here
+        assert _common.allow_tf32_matmul() is (matmul == "tf32")
+        assert _common.allow_tf32_conv() is (conv == "tf32")
+
+
+@pytest.mark.skipif(not hasattr(torch.backends, "fp32_precision"), reason="torch without fp32_precision settings")
+def test_tf32_none_defers_to_the_global_setting():
+    saved = (torch.backends.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    try:
+        torch.backends.fp32_precision = "tf32"
+        torch.backends.cuda.matmul.fp32_precision = "none"
+        assert _common.allow_tf32_matmul() is True
+    finally:
+        torch.backends.fp32_precision = saved[0]
+        torch.backends.cuda.matmul.fp32_precision = saved[1]
+
+
+def test_dot_precision(monkeypatch):
+    monkeypatch.setattr(_common, "_INTERPRETING", False)
+    assert _common.dot_precision(torch.float32, allow_tf32=True) == "tf32"
+    assert _common.dot_precision(torch.float32, allow_tf32=False) == "ieee"
+    assert _common.dot_precision(torch.float16, allow_tf32=True) == "ieee"
+    monkeypatch.setattr(_common, "_INTERPRETING", True)
+    assert _common.dot_precision(torch.float32, allow_tf32=True) == "ieee"  # the interpreter computes in IEEE
+
+
+def test_activation_codes():
+    assert [_common.activation_code(a) for a in (None, "relu", "tanh", "sigmoid")] == [0, 1, 2, 3]
+    for bad in ("ReLU", "gelu", "", torch.relu, 1):
+        with pytest.raises(ValueError, match="activation"):
+            _common.activation_code(bad)
+
+
+def test_select_configs_gives_one_config_to_the_interpreter(monkeypatch):
+    import triton
+
+    gpu = [triton.Config({"B": 1}), triton.Config({"B": 2})]
+    one = triton.Config({"B": 3})
+    monkeypatch.setattr(_common, "_INTERPRETING", True)
+    assert _common.select_configs(gpu, one) == [one]
+    monkeypatch.setattr(_common, "_INTERPRETING", False)
+    assert _common.select_configs(gpu, one) == gpu
+
+
+def test_pairs_and_seeds():
+    assert _common.check_pair("stride", 2, minimum=1) == (2, 2)
+    assert _common.check_pair("stride", [2, 3], minimum=1) == (2, 3)
+    with pytest.raises(TypeError):
+        _common.check_pair("stride", True, minimum=1)
+    torch.manual_seed(0)
+    a = _common.check_seed(None)
+    torch.manual_seed(0)
+    assert _common.check_seed(None) == a
+    assert _common.check_seed(2**62) == 2**62
+    with pytest.raises(ValueError):
+        _common.check_seed(2**63)
