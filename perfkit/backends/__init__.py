@@ -93,8 +93,10 @@ def baseline_backend() -> Backend:
 def _register_builtin() -> None:
     from perfkit.backends.torch_compile import CompileBackend
     from perfkit.backends.torch_eager import TorchBackend
+    from perfkit.backends.triton_kernels import TritonBackend
 
     register(TorchBackend())
+    register(TritonBackend())
     register(CompileBackend())
 
 

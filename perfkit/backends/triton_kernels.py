@@ -1,0 +1,70 @@
+"""The triton backend: perfkit's hand-written Triton kernels (perfkit.kernels), with their fusions.
+
+The module is the same AlexNetModule as the torch backend's, run through `TritonOps`, which fuses conv + activation,
+linear + activation (+ dropout) and LRN + max-pool into single kernels. The kernels are imported when a module is
+built, never when perfkit is imported.
+
+The runner times it on CUDA devices only. Under TRITON_INTERPRET=1 the same kernels run on CPU tensors, which is for
+checking correctness (the tests do); the interpreter's timings mean nothing, so CPU cases are skipped with that reason.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+from perfkit.backends import Backend
+from perfkit.model import AlexNetModule
+
+
+class TritonOps:
+    """The ops interface of perfkit.model.TorchOps, on Triton kernels, with fusion."""
+
+    name = "triton"
+    fuses = True
+
+    def __init__(self):
+        from perfkit import kernels
+
+        self.k = kernels
+
+    def conv2d(self, x, weight, bias, stride, padding, groups, activation=None):
+        return self.k.conv2d(x, weight, bias, stride=stride, padding=padding, groups=groups, activation=activation)
+
+    def linear(self, x, weight, bias, activation=None, dropout_p=0.0):
+        return self.k.linear(x, weight, bias, activation=activation, dropout_p=dropout_p)
+
+    def activation(self, x, function):
+        return {"relu": self.k.relu, "tanh": self.k.tanh, "sigmoid": self.k.sigmoid}[function](x)
+
+    def local_response_norm(self, x, size, alpha, beta, k):
+        return self.k.local_response_norm(x, size, alpha=alpha, beta=beta, k=k)
+
+    def lrn_max_pool2d(self, x, size, alpha, beta, k, kernel_size, stride, padding):
+        return self.k.lrn_max_pool2d(x, size, alpha=alpha, beta=beta, k=k, kernel_size=kernel_size, stride=stride,
+                                     padding=padding)
+
+    def max_pool2d(self, x, kernel_size, stride, padding):
+        return self.k.max_pool2d(x, kernel_size, stride=stride, padding=padding)
+
+    def dropout(self, x, p, training):
+        return self.k.dropout(x, p=p, training=training)
+
+    def cross_entropy(self, logits, target):
+        return self.k.cross_entropy(logits, target)
+
+
+class TritonBackend(Backend):
+    name = "triton"
+    description = "hand-written Triton kernels with fusions (perfkit.kernels)"
+    devices = ("cuda",)
+    passes = ("forward",)  # backward kernels and the Triton train step come with their own issue
+
+    def unavailable_reason(self, device, dtype, pass_name):
+        if device.split(":")[0] == "cpu":
+            return ("Triton kernels need a CUDA GPU; on the CPU they run only in Triton's interpreter, which checks "
+                    "correctness and whose timings are not performance")
+        if importlib.util.find_spec("triton") is None:
+            return "triton is not installed"
+        return super().unavailable_reason(device, dtype, pass_name)
+
+    def build(self, layers, parameters, device, dtype):
+        return AlexNetModule(layers, TritonOps(), device=device, dtype=dtype, parameters=parameters)
