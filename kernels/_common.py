@@ -46,6 +46,31 @@ def keep_configs(configs: list[triton.Config], keep) -> list[triton.Config]:
     return kept or configs[:1]
 
 
+# Dynamic shared memory per block on Hopper (H100/H200): 227 KiB.
+SHARED_MEMORY_BYTES = 227 * 1024
+
+
+def fit_pipeline_stages(configs: list[triton.Config], elem_bytes: int) -> list[triton.Config]:
+    """Lower num_stages of GEMM configs (BLOCK_M, BLOCK_N, BLOCK_K) until their operand ring buffers fit in shared
+    memory for this element size: the 16-bit sweep would not launch in float32 otherwise. Duplicates are dropped."""
+    out, seen = [], set()
+    for c in configs:
+        bm, bn, bk = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]
+        per_stage = (bm * bk + bk * bn) * elem_bytes
+        stages = c.num_stages
+        while stages > 2 and stages * per_stage > SHARED_MEMORY_BYTES:
+            stages -= 1
+        if stages * per_stage > SHARED_MEMORY_BYTES:
+            continue
+        key = (tuple(sorted(c.kwargs.items())), c.num_warps, stages)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(c if stages == c.num_stages else triton.Config(dict(c.kwargs), num_warps=c.num_warps,
+                                                                  num_stages=stages))
+    return out or configs[:1]
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Argument checks
 # ----------------------------------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def _prune(configs, named_args, **kwargs):
             return False
         return not (channels_inner and c.kwargs["BLOCK_K"] > cg)
 
-    return _common.keep_configs(configs, keep)
+    return _common.fit_pipeline_stages(_common.keep_configs(configs, keep), named_args["x_ptr"].element_size())
 
 
 @triton.autotune(

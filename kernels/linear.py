@@ -5,6 +5,11 @@ steps, accumulating in float32 with tl.dot. Programs are ordered in groups of GR
 running programs share the same strips of x and w in L2. AlexNet's classifier at batch 128 is a skinny GEMM (M = 128,
 K = 9216, N = 4096) bound by reading the 75 MB fc6 weight once, so the sweep also has narrow-N tiles that give the
 132 SMs of an H100 enough programs to stream that weight.
+
+When even that leaves most SMs idle (few output tiles, deep K: fc6/fc7 at batch <= 128), K is split: SPLIT_K programs
+per output tile each reduce one slice of K into a float32 workspace, and a second kernel sums the slices in a fixed
+order (deterministic) and applies the same epilogue. The split costs one write and one read of SPLIT_K * N * out
+floats, small next to the weight it lets every SM stream.
 """
 from __future__ import annotations
 
@@ -45,7 +50,42 @@ def gemm_configs() -> list[triton.Config]:
     return _common.select_configs(gpu, cfg(64, 128, 128, 4, 1))
 
 
-@triton.autotune(configs=gemm_configs(), key=["M", "N", "K", "DOT_PRECISION"])
+@triton.jit
+def _grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(tile row, tile column) of program ``pid``, walking GROUP_M tile-rows down a column of tiles before moving
+    right, so that programs running together share strips of x and w in L2."""
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    first_pid_m = (pid // num_pid_in_group) * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+    return pid_m, pid_n
+
+
+@triton.jit
+def _epilogue(acc, offs_m, offs_n, M, N, b_ptr, p, scale, seed, y_dtype: tl.constexpr,
+              HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, DROPOUT: tl.constexpr):
+    """bias, activation, dropout on a float32 tile of y; returns it in y's dtype."""
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+    acc = apply_activation(acc, ACTIVATION)
+    if DROPOUT:
+        # Round to the output dtype first, then scale: exactly what dropout() does to the stored activation. The mask
+        # offsets are row-major indices of y (contiguous), the offsets dropout() would use on it.
+        kept = acc.to(y_dtype).to(tl.float32) * scale
+        keep = dropout_keep(seed, offs_m.to(tl.int64)[:, None] * N + offs_n[None, :], p)
+        acc = tl.where(keep, kept, 0.0)
+    return acc.to(y_dtype)
+
+
+def _prune_gemm(configs, named_args, **kwargs):
+    return _common.fit_pipeline_stages(configs, named_args["x_ptr"].element_size())
+
+
+@triton.autotune(configs=gemm_configs(), key=["M", "N", "K", "DOT_PRECISION"],
+                 prune_configs_by={"early_config_prune": _prune_gemm})
 @triton.jit
 def _linear_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
@@ -55,15 +95,7 @@ def _linear_kernel(
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, DROPOUT: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    # Grouped ordering: walk GROUP_M tile-rows down a column of tiles before moving right, for L2 reuse.
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    num_pid_in_group = GROUP_M * num_pid_n
-    first_pid_m = (pid // num_pid_in_group) * GROUP_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
+    pid_m, pid_n = _grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -84,20 +116,94 @@ def _linear_kernel(
         x_ptrs += BLOCK_K * stride_xk
         w_ptrs += BLOCK_K * stride_wk
 
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
-    acc = apply_activation(acc, ACTIVATION)
-
-    y_dtype = y_ptr.dtype.element_ty
+    y = _epilogue(acc, offs_m, offs_n, M, N, b_ptr, p, scale, seed, y_ptr.dtype.element_ty,
+                  HAS_BIAS, ACTIVATION, DROPOUT)
     out_offsets = offs_m.to(tl.int64)[:, None] * stride_ym + offs_n[None, :] * stride_yn
-    if DROPOUT:
-        # Round to the output dtype first, then scale: exactly what dropout() does to the stored activation. The mask
-        # offsets are row-major indices of y (contiguous), the offsets dropout() would use on it.
-        kept = acc.to(y_dtype).to(tl.float32) * scale
-        keep = dropout_keep(seed, offs_m.to(tl.int64)[:, None] * N + offs_n[None, :], p)
-        acc = tl.where(keep, kept, 0.0)
-    out_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    tl.store(y_ptr + out_offsets, acc.to(y_dtype), mask=out_mask)
+    tl.store(y_ptr + out_offsets, y, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+
+
+def splitk_configs() -> list[triton.Config]:
+    """Autotune sweep for the split-K partial GEMM: full-size tiles, since the split already provides the programs."""
+
+    def cfg(bm, bn, bk, warps, stages, group_m=8):
+        return triton.Config(
+            {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m}, num_warps=warps, num_stages=stages
+        )
+
+    gpu = [
+        cfg(128, 128, 64, 8, 4),
+        cfg(128, 128, 64, 4, 4),
+        cfg(128, 128, 128, 8, 3),
+        cfg(128, 64, 64, 4, 5),
+        cfg(64, 128, 64, 4, 5),
+        cfg(128, 256, 64, 8, 3),
+    ]
+    return _common.select_configs(gpu, cfg(64, 128, 128, 4, 1))
+
+
+@triton.autotune(configs=splitk_configs(), key=["M", "N", "K", "K_PER_SPLIT", "DOT_PRECISION"],
+                 prune_configs_by={"early_config_prune": _prune_gemm})
+@triton.jit
+def _linear_splitk_kernel(
+    x_ptr, w_ptr, ws_ptr,
+    M, N, K, K_PER_SPLIT,
+    stride_xm, stride_xk, stride_wn, stride_wk,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    pid_m, pid_n = _grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    split = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    k_start = split * K_PER_SPLIT
+    k_stop = min(k_start + K_PER_SPLIT, K)
+    rows = (offs_m % M).to(tl.int64)
+    cols = (offs_n % N).to(tl.int64)
+    x_ptrs = x_ptr + rows[:, None] * stride_xm + (k_start + offs_k)[None, :] * stride_xk
+    w_ptrs = w_ptr + cols[None, :] * stride_wn + (k_start + offs_k)[:, None] * stride_wk
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(k_stop - k_start, BLOCK_K)):
+        k_left = k_stop - k_start - k * BLOCK_K
+        a = tl.load(x_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+        b = tl.load(w_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        x_ptrs += BLOCK_K * stride_xk
+        w_ptrs += BLOCK_K * stride_wk
+
+    ws_offsets = (split * M + offs_m).to(tl.int64)[:, None] * N + offs_n[None, :]
+    tl.store(ws_ptr + ws_offsets, acc, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+
+
+@triton.jit
+def _linear_splitk_epilogue_kernel(
+    ws_ptr, b_ptr, y_ptr, M, N, MN, p, scale, seed,
+    SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, DROPOUT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    offsets = offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for split in tl.static_range(SPLIT_K):  # a fixed order: the result does not depend on scheduling
+        acc += tl.load(ws_ptr + split * MN + offsets, mask=mask, other=0.0)
+    y = _epilogue(acc, offs_m, offs_n, M, N, b_ptr, p, scale, seed, y_ptr.dtype.element_ty,
+                  HAS_BIAS, ACTIVATION, DROPOUT)
+    tl.store(y_ptr + offsets, y, mask=mask)
+
+
+def choose_split_k(M: int, N: int, K: int, device: torch.device) -> int:
+    """How many slices to cut K into: enough for 128 x 128 output tiles to cover the SMs, each slice >= 1024 deep,
+    at most 8; 1 (no split) when the tiles alone cover half the SMs. Always 1 under the interpreter."""
+    if _common.is_interpreting() or device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    tiles = triton.cdiv(M, 128) * triton.cdiv(N, 128)
+    if 2 * tiles >= sms:
+        return 1
+    return max(1, min(sms // tiles, K // 1024, 8))
 
 
 def linear(
@@ -108,7 +214,8 @@ def linear(
     dropout_p: float = 0.0,
     dropout_seed: int | None = None,
 ) -> torch.Tensor:
-    """``dropout(activation(input @ weight.T + bias), dropout_p, seed=dropout_seed)`` in one kernel.
+    """``dropout(activation(input @ weight.T + bias), dropout_p, seed=dropout_seed)``, fused into the GEMM's epilogue
+    (one kernel; two when a short, deep GEMM is split along K, see the module docstring).
 
     input: (N, in), or (N, C, H, W) which is flattened to (N, C*H*W) as AlexNet's fc6 needs (any memory format: the
     flattening follows NCHW order, as torch.flatten does). weight: (out, in) as in torch. bias: (out,) or None.
@@ -151,14 +258,38 @@ def linear(
     scale = 0.0 if dropout_p == 1.0 else 1.0 / (1.0 - dropout_p)
     M, N, K = n_batch, out_features, in_features
 
-    def grid(meta):
-        return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
+    b = bias if bias is not None else x  # a placeholder pointer when HAS_BIAS is False
+    split_k = choose_split_k(M, N, K, input.device)
+    k_per_split = triton.cdiv(triton.cdiv(K, split_k), 128) * 128 if split_k > 1 else K
+    split_k = triton.cdiv(K, k_per_split)  # slices are whole multiples of 128 (aligned loads), so maybe fewer
+    if split_k == 1:
 
-    _linear_kernel[grid](
-        x, weight, bias if bias is not None else x, y,
-        M, N, K,
-        x.stride(0), x.stride(1), weight.stride(0), weight.stride(1), y.stride(0), y.stride(1),
-        dropout_p, scale, seed,
-        HAS_BIAS=bias is not None, ACTIVATION=code, DROPOUT=use_dropout, DOT_PRECISION=precision,
+        def grid(meta):
+            return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
+
+        _linear_kernel[grid](
+            x, weight, b, y,
+            M, N, K,
+            x.stride(0), x.stride(1), weight.stride(0), weight.stride(1), y.stride(0), y.stride(1),
+            dropout_p, scale, seed,
+            HAS_BIAS=bias is not None, ACTIVATION=code, DROPOUT=use_dropout, DOT_PRECISION=precision,
+        )
+        return y
+
+    workspace = torch.empty((split_k, M, N), dtype=torch.float32, device=input.device)
+
+    def split_grid(meta):
+        return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]), split_k)
+
+    _linear_splitk_kernel[split_grid](
+        x, weight, workspace, M, N, K, k_per_split,
+        x.stride(0), x.stride(1), weight.stride(0), weight.stride(1),
+        DOT_PRECISION=precision,
+    )
+    block_m, block_n = 32, 128
+    _linear_splitk_epilogue_kernel[(triton.cdiv(M, block_m), triton.cdiv(N, block_n))](
+        workspace, b, y, M, N, M * N, dropout_p, scale, seed,
+        SPLIT_K=split_k, HAS_BIAS=bias is not None, ACTIVATION=code, DROPOUT=use_dropout,
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4,
     )
     return y

@@ -69,3 +69,31 @@ def test_pairs_and_seeds():
     assert _common.check_seed(2**62) == 2**62
     with pytest.raises(ValueError):
         _common.check_seed(2**63)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_gpu_sweeps_fit_shared_memory_after_pruning(dtype, monkeypatch):
+    # The sweeps are written for 16-bit operands; in float32 the pruner lowers pipeline depth so that each config
+    # still launches (an H100 block gets 227 KiB of shared memory).
+    conv = importlib.import_module("perfkit.kernels.conv")
+    linear = importlib.import_module("perfkit.kernels.linear")
+    monkeypatch.setattr(_common, "_INTERPRETING", False)
+    x = torch.empty(1, dtype=dtype)
+    elem = x.element_size()
+    sweeps = {
+        "linear": (linear.gemm_configs(), lambda cs: linear._prune_gemm(cs, {"x_ptr": x})),
+        "linear split-K": (linear.splitk_configs(), lambda cs: linear._prune_gemm(cs, {"x_ptr": x})),
+        "conv": (conv.conv_configs(), lambda cs: conv._prune(cs, {"x_ptr": x, "KG": 256, "CG": 256},
+                                                              CHANNELS_INNER=True)),
+    }
+    for name, (configs, prune) in sweeps.items():
+        assert len(configs) > 1, name
+        kept = prune(configs)
+        for c in kept:
+            bm, bn, bk = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]
+            assert c.num_stages * (bm * bk + bk * bn) * elem <= 227 * 1024, (name, c)
+            assert c.num_stages >= 2
+        if dtype == torch.float16:
+            assert len(kept) == len(configs), name  # every 16-bit config fits as written
+        else:
+            assert len(kept) >= len(configs) // 2, name  # float32 keeps most tile shapes, shallower

@@ -73,3 +73,38 @@ def test_float32_uses_tf32_only_when_torch_allows_it():
         tf32 = rel_err(K.linear(x, w), expected)
     assert ieee < 1e-5
     assert 1e-5 < tf32 < 5e-3  # TF32 keeps 10 mantissa bits: visibly less exact, still close
+
+
+@pytest.mark.parametrize("split_k", [2, 3])
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_split_k_path(split_k, activation, device, monkeypatch):
+    # The split-K path (two kernels, float32 workspace) runs on the GPU for short deep GEMMs; force it here.
+    import importlib
+
+    linear_module = importlib.import_module("perfkit.kernels.linear")
+    monkeypatch.setattr(linear_module, "choose_split_k", lambda M, N, K, device: split_k)
+    x = randn(3, 300, device=device)
+    w = randn(129, 300, device=device, scale=0.06)
+    b = randn(129, device=device)
+    y = K.linear(x, w, b, activation=activation)
+    assert rel_err(y, _reference(x, w, b, activation)) < GEMM_TOL[torch.float32]
+    fused = K.linear(x, w, b, activation=activation, dropout_p=0.5, dropout_seed=77)
+    assert torch.equal(fused, K.dropout(y, 0.5, seed=77))
+
+
+def test_choose_split_k_heuristic(monkeypatch):
+    import importlib
+
+    linear_module = importlib.import_module("perfkit.kernels.linear")
+    common = importlib.import_module("perfkit.kernels._common")
+    monkeypatch.setattr(common, "_INTERPRETING", False)
+
+    class Props:
+        multi_processor_count = 132
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props)
+    cuda = torch.device("cuda", 0)
+    assert linear_module.choose_split_k(128, 4096, 9216, cuda) == 4  # fc6 at batch 128: 32 tiles for 132 SMs
+    assert linear_module.choose_split_k(1024, 4096, 9216, cuda) == 1  # batch 1024: 256 tiles, enough already
+    assert linear_module.choose_split_k(128, 1000, 2048, cuda) == 2  # limited by K // 1024
+    assert linear_module.choose_split_k(128, 4096, 9216, torch.device("cpu")) == 1
