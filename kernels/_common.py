@@ -3,8 +3,8 @@ selection and the fused epilogues (activation, dropout mask).
 
 Error convention for the whole package (checked on the host, before anything is allocated or launched):
 
-- ``TypeError``: an argument of the wrong Python type (a list where a tensor goes, a float where an int goes) or a tensor
-  of an unsupported or mismatched dtype.
+- ``TypeError``: an argument of the wrong Python type (a list where a tensor goes, a float where an int goes) or a
+  tensor of an unsupported or mismatched dtype.
 - ``ValueError``: a well-typed argument with a bad value: wrong rank or shape, a device the kernels cannot use or two
   tensors on different devices, an unknown activation, a bad kernel size, stride, padding or probability.
 """
@@ -257,7 +257,11 @@ def allow_tf32_conv() -> bool:
     """Whether float32 convolutions may use TF32, as torch decides for cuDNN (torch.backends.cudnn)."""
     cudnn = torch.backends.cudnn
     resolved = _resolve_fp32_precision(
-        [(getattr(cudnn, "conv", None), "fp32_precision"), (cudnn, "fp32_precision"), (torch.backends, "fp32_precision")]
+        [
+            (getattr(cudnn, "conv", None), "fp32_precision"),
+            (cudnn, "fp32_precision"),
+            (torch.backends, "fp32_precision"),
+        ]
     )
     if resolved is not None:
         return resolved

@@ -2,8 +2,8 @@
 
 The mask is a pure function of (seed, element offset): element ``i`` of the tensor's storage is kept when
 ``tl.rand(seed, i) >= p``. Nothing is stored for the backward pass; it can regenerate the mask from the seed. For a
-contiguous tensor the offset is the row-major index, which is what the fused ``linear(..., dropout_p=...)`` epilogue uses
-for its (N, out) output, so the fused and the standalone forms drop the same elements.
+contiguous tensor the offset is the row-major index, which is what the fused ``linear(..., dropout_p=...)`` epilogue
+uses for its (N, out) output, so the fused and the standalone forms drop the same elements.
 """
 from __future__ import annotations
 

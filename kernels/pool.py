@@ -22,7 +22,7 @@ def pool_configs() -> list[triton.Config]:
         return triton.Config({"BLOCK_C": bc, "BLOCK_Q": bq}, num_warps=warps)
 
     gpu = [cfg(8, 256, 4), cfg(16, 128, 4), cfg(32, 64, 4), cfg(64, 32, 4), cfg(128, 16, 4), cfg(32, 128, 8)]
-    return _common.select_configs(gpu, cfg(32, 64, 4))
+    return _common.select_configs(gpu, cfg(64, 128, 4))
 
 
 @triton.jit
@@ -84,7 +84,9 @@ def pool_geometry(input_shape, kernel_size, stride, padding):
     oh = (h + 2 * ph - kh) // sh + 1
     ow = (w + 2 * pw - kw) // sw + 1
     if oh < 1 or ow < 1:
-        raise ValueError(f"input of spatial size {h}x{w} with padding ({ph}, {pw}) is smaller than the {kh}x{kw} window")
+        raise ValueError(
+            f"input of spatial size {h}x{w} with padding ({ph}, {pw}) is smaller than the {kh}x{kw} window"
+        )
     return (kh, kw), (sh, sw), (ph, pw), (oh, ow)
 
 

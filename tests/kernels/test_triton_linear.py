@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import perfkit.kernels as K
-from triton_kernel_helpers import DTYPES, GEMM_TOL, needs_gpu, randn, ref, rel_err
+from triton_kernel_helpers import DTYPES, FP16, FP32, GEMM_TOL, needs_gpu, randn, ref, rel_err
 
 pytestmark = pytest.mark.usefixtures("ieee_fp32")
 
@@ -31,7 +31,7 @@ def test_matches_torch(shape, dtype, device):
     assert rel_err(y, _reference(x, w, b, None)) < GEMM_TOL[dtype]
 
 
-@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="float32"), pytest.param(torch.float16, id="float16")])
+@pytest.mark.parametrize("dtype", [FP32, FP16])
 @pytest.mark.parametrize("activation", list(ACTS))
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
 def test_fused_bias_and_activation(activation, with_bias, dtype, device):

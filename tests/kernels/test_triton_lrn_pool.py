@@ -11,7 +11,7 @@ FORMATS = [pytest.param(False, id="nchw"), pytest.param(True, id="channels_last"
 # (shape, size, alpha, beta, k). A large alpha makes the normalisation matter: with AlexNet's alpha = 1e-4 the
 # denominator is k to within 1e-3 and a wrong window would hide under the tolerance.
 LRN_CASES = {
-    "alexnet norm1 (k=2, n=5)": ((1, 96, 27, 27), 5, 1e-4, 0.75, 2.0),
+    "alexnet norm1 (96x55x55, k=2, n=5)": ((1, 96, 55, 55), 5, 1e-4, 0.75, 2.0),
     "odd C, n=5": ((3, 5, 13, 13), 5, 1.0, 0.75, 2.0),
     "even n=4": ((3, 7, 13, 13), 4, 1.0, 0.75, 1.0),
     "even n=2, C=3": ((1, 3, 31, 31), 2, 2.0, 0.5, 1.0),
@@ -53,7 +53,7 @@ def test_lrn_other_ranks(shape, device):
 
 # (shape, kernel_size, stride, padding)
 POOL_CASES = {
-    "alexnet 3x3 s2 (27->13)": ((1, 96, 27, 27), 3, 2, 0),
+    "alexnet pool2 3x3 s2 (256x27x27 -> 13x13)": ((1, 256, 27, 27), 3, 2, 0),
     "3x3 s2 C5 13x13": ((3, 5, 13, 13), 3, 2, 0),
     "3x3 s2 p1": ((3, 5, 13, 13), 3, 2, 1),
     "2x2 default stride": ((1, 3, 31, 31), 2, None, 0),
@@ -93,7 +93,8 @@ def test_max_pool_propagates_nan(device):
 
 # (shape, size, alpha, beta, k, kernel_size, stride, padding)
 FUSED_CASES = {
-    "alexnet norm1+pool1": ((1, 96, 27, 27), 5, 1e-4, 0.75, 2.0, 3, 2, 0),
+    "alexnet norm1+pool1 (96x55x55 -> 27x27)": ((1, 96, 55, 55), 5, 1e-4, 0.75, 2.0, 3, 2, 0),
+    "stride None = kernel_size": ((3, 5, 13, 13), 3, 1.0, 0.75, 2.0, 2, None, 0),
     "C5 13x13 strong norm": ((3, 5, 13, 13), 5, 1.0, 0.75, 2.0, 3, 2, 0),
     "even size, padding 1": ((3, 7, 13, 13), 4, 1.0, 0.75, 1.0, 3, 2, 1),
     "rect window, stride (1,2)": ((1, 5, 27, 13), 3, 2.0, 0.5, 1.0, (2, 3), (1, 2), (1, 1)),

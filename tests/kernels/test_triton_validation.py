@@ -88,7 +88,8 @@ BAD = {
     "conv: C not divisible by groups": (
         lambda t: K.conv2d(t.x4(c=5), t(4, 2, 3, 3), groups=2), ValueError, "5 channels, not divisible by groups=2"),
     "conv: C_out not divisible by groups": (
-        lambda t: K.conv2d(t.x4(), t(5, 3, 3, 3), groups=2), ValueError, "5 output channels, not divisible by groups=2"),
+        lambda t: K.conv2d(t.x4(), t(5, 3, 3, 3), groups=2), ValueError,
+        "5 output channels, not divisible by groups=2"),
     "conv: weight channels vs input/groups": (
         lambda t: K.conv2d(t.x4(), t(4, 6, 3, 3), groups=2), ValueError, "expects 6 input channels per group"),
     "conv: bias shape": (lambda t: K.conv2d(t.x4(), t(4, 6, 3, 3), t(5)), ValueError, r"bias has shape \(5,\)"),
@@ -104,7 +105,8 @@ BAD = {
     "conv: stride 0": (lambda t: K.conv2d(t.x4(), t(4, 6, 3, 3), stride=0), ValueError, "stride must be >= 1"),
     "conv: stride triple": (lambda t: K.conv2d(t.x4(), t(4, 6, 3, 3), stride=(1, 2, 3)), ValueError, "pair of ints"),
     "conv: stride float": (lambda t: K.conv2d(t.x4(), t(4, 6, 3, 3), stride=1.5), TypeError, "stride must be an int"),
-    "conv: negative padding": (lambda t: K.conv2d(t.x4(), t(4, 6, 3, 3), padding=-1), ValueError, "padding must be >= 0"),
+    "conv: negative padding": (
+        lambda t: K.conv2d(t.x4(), t(4, 6, 3, 3), padding=-1), ValueError, "padding must be >= 0"),
     "conv: groups 0": (lambda t: K.conv2d(t.x4(), t(4, 6, 3, 3), groups=0), ValueError, "groups must be >= 1"),
     "conv: kernel larger than input": (
         lambda t: K.conv2d(t.x4(hw=5), t(4, 6, 7, 7)), ValueError, "smaller than the 7x7 kernel"),
@@ -138,13 +140,15 @@ BAD = {
     "dropout: p < 0": (lambda t: K.dropout(t(3), -0.5), ValueError, r"p must be in \[0, 1\]"),
     "dropout: p NaN": (lambda t: K.dropout(t(3), float("nan")), ValueError, r"p must be in \[0, 1\]"),
     "dropout: seed float": (lambda t: K.dropout(t(3), 0.5, seed=1.0), TypeError, "seed must be an int"),
-    "dropout: training not bool": (lambda t: K.dropout(t(3), 0.5, training="yes"), TypeError, "training must be a bool"),
+    "dropout: training not bool": (
+        lambda t: K.dropout(t(3), 0.5, training="yes"), TypeError, "training must be a bool"),
     # pooling and LRN
     "pool: padding over half the kernel": (lambda t: K.max_pool2d(t.x4(), 3, 2, padding=2), ValueError,
                                            "at most half of kernel_size"),
     "pool: kernel 0": (lambda t: K.max_pool2d(t.x4(), 0), ValueError, "kernel_size must be >= 1"),
     "pool: input rank 3": (lambda t: K.max_pool2d(t(6, 13, 13), 3), ValueError, "input must be 4-D"),
-    "pool: window larger than input": (lambda t: K.max_pool2d(t.x4(hw=2), 3), ValueError, "smaller than the 3x3 window"),
+    "pool: window larger than input": (
+        lambda t: K.max_pool2d(t.x4(hw=2), 3), ValueError, "smaller than the 3x3 window"),
     "pool: float64": (lambda t: K.max_pool2d(t.x4(dtype=torch.float64), 3), TypeError, "float64"),
     "lrn: size 0": (lambda t: K.local_response_norm(t.x4(), 0), ValueError, "size must be >= 1"),
     "lrn: size float": (lambda t: K.local_response_norm(t.x4(), 2.5), TypeError, "size must be an int"),
