@@ -15,6 +15,12 @@ Tensors are float32, float16 or bfloat16 (accumulation in float32) on a CUDA dev
 TRITON_INTERPRET=1 was set before this package was imported (Triton's interpreter: correctness only, and wrong for
 bfloat16). Arguments are checked before anything is launched: TypeError for a wrong type or dtype, ValueError for a
 wrong shape, value or device (see ``_common``). ``activation`` is None, "relu", "tanh" or "sigmoid" everywhere.
+
+For callers timing these kernels: conv2d is fastest on channels_last activations and weights
+(``module.to(memory_format=torch.channels_last)`` converts both once); an NCHW input with C / groups >= 16 is
+converted on every call, as is an NCHW weight. The first call for each problem shape autotunes (compiles and times
+every config, seconds): warm up before measuring or capturing a CUDA graph. Under graph replay, a dropout seed drawn at
+capture time is replayed too.
 """
 from ._common import is_interpreting
 from .activation import relu, sigmoid, tanh
