@@ -51,6 +51,8 @@ class Measurement:
     time_min_s: float | None = None
     repetitions: int | None = None
     warmup_repetitions: int | None = None
+    l2_flushed: bool | None = None  # GPU L2 flushed before each repetition (False: hot cache; always False on the CPU)
+    cuda_graph: bool | None = None  # the timed call was a CUDA-graph replay
     timing_note: str | None = None
 
     # -- work and rates (cost model, see perfkit.specs) ---------------------------------------------------------------
@@ -62,9 +64,45 @@ class Measurement:
     achieved_flops_per_s: float | None = None
     achieved_bytes_per_s: float | None = None
 
+    # -- roofline (perfkit.peaks: the device's peaks measured once per run) -------------------------------------------
+    peak_flops_per_s: float | None = None  # measured matmul rate of the device in the row's dtype
+    peak_bytes_per_s: float | None = None  # measured device-to-device copy bandwidth (read + write bytes)
+    roofline_bound_flops_per_s: float | None = None  # min(peak_flops, intensity x peak_bytes)
+    roofline_fraction: float | None = None  # achieved_flops_per_s / roofline_bound_flops_per_s
+    roofline_note: str | None = None
+
     # -- memory -------------------------------------------------------------------------------------------------------
     cpu_peak_rss_bytes: int | None = None  # peak resident set size of the process during the timed window
     cpu_memory_note: str | None = None
+    torch_peak_allocated_bytes: int | None = None  # torch CUDA allocator peak in the timed window (reset per case)
+    torch_peak_reserved_bytes: int | None = None  # torch CUDA allocator's reserved peak in the timed window
+    nvml_used_bytes: int | None = None  # whole-device used memory at the end of the timed window (NVML)
+    gpu_memory_note: str | None = None
+
+    # -- energy: over a sustained window after the timed repetitions (the case back to back, >= 5 s on a GPU) ---------
+    energy_j: float | None = None  # the device's energy in the window: the GPU's (NVML) or the CPU packages' (RAPL)
+    energy_window_s: float | None = None
+    energy_source: str | None = None  # "nvml_total_energy" (GPU rows), "rapl" (CPU rows)
+    energy_note: str | None = None
+    energy_per_image_j: float | None = None  # energy_j / images processed in the window
+    images_per_j: float | None = None
+    cpu_energy_j: float | None = None  # host CPU packages (RAPL) in the same window, on any row where readable
+    cpu_energy_note: str | None = None
+
+    # -- power and GPU state over the same window (NVML) ---------------------------------------------------------------
+    power_mean_w: float | None = None  # mean of the power samples (the timeline is in the power_samples table)
+    power_max_w: float | None = None
+    power_sample_count: int | None = None
+    power_note: str | None = None
+    sm_clock_mhz: float | None = None  # median of polls during the window
+    mem_clock_mhz: float | None = None
+    temperature_c_start: int | None = None
+    temperature_c_end: int | None = None
+    power_limit_w: float | None = None  # enforced power limit
+    gpu_utilization_pct: float | None = None
+    clock_event_reasons: str | None = None  # NVML clock-event (throttle) reason names seen, comma-separated; "none"
+    power_or_thermal_throttled: bool | None = None  # a power or thermal reason was active at some poll
+    gpu_note: str | None = None
 
 
 MEASUREMENT_FIELDS = tuple(f.name for f in fields(Measurement))

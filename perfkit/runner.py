@@ -5,10 +5,19 @@ Per case:
 2. Build the backend's module from the parameters shared by every backend of the run.
 3. Check correctness on fresh random inputs (at most `check_batch` images) against the torch backend in float64 on
    the CPU. Over tolerance: status "incorrect", not timed, never shown as a speed result.
-4. Time the pass on fresh inputs at the case's batch under the device's timer, inside every monitor's window,
-   repeating until the window is as long as the slowest monitor needs.
-5. Derive rates from the cost model and append the row to the store (committed at once).
-Out-of-memory is recorded as "oom" and any other failure as "error" with its message; the run goes on.
+4. Time the pass on fresh inputs at the case's batch under the device's timer (CUDA events with the L2 flushed
+   between repetitions unless the case option `hot_cache` is set; a CUDA-graph replay with the option `cuda_graph`),
+   inside the memory monitors' window.
+5. Energy: run the pass back to back, untimed and unflushed, for a sustained window as long as the energy monitors
+   need (5 s with NVML, 1 s with RAPL alone), inside their window: energy, power timeline, clocks, temperatures and
+   throttle reasons describe steady throughput, not the flushes between timed repetitions. Energy per image divides by
+   the images of that window. With `RunnerConfig.energy` off (`--quick`), the window is skipped and those fields are
+   None with the reason; where no energy counter is readable there is nothing to wait for and no window is run.
+6. Derive rates from the cost model, and the roofline from the device's peaks (measured on first use, once per run,
+   device and dtype, and stored in `device_peaks`); append the row and its power samples to the store (committed
+   together, at once).
+Out-of-memory is recorded as "oom" and any other failure as "error" with its message; the run goes on. Every monitor
+that began is ended (its sampling thread stopped) whatever happens in its window.
 """
 from __future__ import annotations
 
@@ -23,7 +32,8 @@ import torch
 from perfkit.backends import Backend, float32_precision, get_backend
 from perfkit.cases import NETWORK, Case
 from perfkit.model import init_parameters, torch_dtype
-from perfkit.monitors import monitors_for
+from perfkit.monitors import DEFAULT_POWER_INTERVAL_S, POWERCAP_ROOT, monitors_for
+from perfkit.peaks import measure_copy_bandwidth, measure_matmul_rate, roofline
 from perfkit.progress import Progress
 from perfkit.records import Measurement
 from perfkit.specs import Network, build_network
@@ -32,11 +42,47 @@ from perfkit.timer import TimingPolicy, timer_for
 from perfkit.workload import TOLERANCES, Workload, check, make_inputs, reference_results
 
 
+#: Why a row of a `--quick` run has no energy: its sustained window is skipped.
+QUICK_ENERGY_NOTE = ("not measured: quick runs skip the sustained energy window (at least 5 s per case on a GPU, 1 s on "
+                     "a CPU with RAPL)")
+
+
 @dataclass(frozen=True)
 class RunnerConfig:
     timing: TimingPolicy = field(default_factory=TimingPolicy)
     check_batch: int = 16  # images the correctness check runs on (the float64 CPU reference is slow)
     seed: int = 0  # parameters and inputs derive from it
+    energy: bool = True  # run the sustained energy window where an energy counter is readable (off for --quick)
+    power_interval_s: float = DEFAULT_POWER_INTERVAL_S  # the NVML power sampler's interval
+    powercap_root: str = str(POWERCAP_ROOT)  # where RAPL's sysfs tree is (tests point it elsewhere)
+    device_peaks: bool = True  # measure the devices' peaks for the roofline fields
+
+
+def run_in_window(monitors: Sequence, body):
+    """`body()` inside the monitors' window: (its result, the monitors' windows). Every monitor that began is ended,
+    in reverse order, even when a `begin`, the body or another `end` fails; the first failure is then raised."""
+    began = []
+    try:
+        for monitor in monitors:
+            monitor.begin()
+            began.append(monitor)
+        result = body()
+    except BaseException:
+        for monitor in reversed(began):
+            try:
+                monitor.end()
+            except Exception:  # the body's failure is the one to report
+                pass
+        raise
+    windows, error = [], None
+    for monitor in reversed(began):
+        try:
+            windows.append(monitor.end())
+        except Exception as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+    return result, windows[::-1]
 
 
 def case_layers(network: Network, case: Case):
@@ -79,6 +125,8 @@ class Runner:
         self._networks: dict = {}
         self._parameters: dict = {}
         self._references: dict = {}
+        self._peaks: dict = {}
+        self.last_power_samples: list = []  # the power timeline of the last case measured
 
     # -- the loop ---------------------------------------------------------------------------------------------------
     def run(self, cases: Sequence[Case]) -> list[Measurement]:
@@ -95,7 +143,7 @@ class Runner:
             for case in todo:
                 progress.start(case.label)
                 row = self.measure(case)
-                self.store.add_measurement(row)
+                self.store.add_measurement(row, self.last_power_samples if row.status == "ok" else ())
                 rows.append(row)
                 progress.done(row.status, _progress_detail(row))
         finally:
@@ -127,6 +175,7 @@ class Runner:
 
     def measure(self, case: Case) -> Measurement:
         started = utc_now()
+        self.last_power_samples = []
         try:
             row = self.blank_row(case)
         except (KeyError, ValueError) as exc:  # an unknown variant, layer or backend: a bad case, recorded
@@ -186,33 +235,101 @@ class Runner:
                            note=f"not timed: error {error:.3g} in {worst} exceeds the {case.dtype} tolerance "
                                 f"{tolerance:g}")
 
-        # 2. timing under monitors
+        # 2. timing, under the memory monitors
         workload = Workload(module, case.pass_name, make_inputs(layers, case.batch, self._input_seed(case, "time")),
                             case.device, dtype, backend.make_optimizer)
-        monitors = monitors_for(case.device)
-        policy = self.config.timing.with_min_time(max((m.min_window_s for m in monitors), default=0.0))
+        monitors = monitors_for(case.device, self.config.power_interval_s, self.config.powercap_root)
+        sustained = [m for m in monitors if m.min_window_s > 0]
         timer = timer_for(case.device)
-        began = []
-        try:
-            for monitor in monitors:
-                monitor.begin()
-                began.append(monitor)
-            timing = timer.measure(workload.run, workload.prepare, policy)
-        finally:
-            windows = [monitor.end() for monitor in reversed(began)]
+        run, graph_used, graph_note = workload.run, False, None
+        if case.option("cuda_graph"):
+            run, graph_used, graph_note = timer.cuda_graph(workload.run, workload.prepare)
+        timing, windows = run_in_window(
+            [m for m in monitors if m.min_window_s == 0],
+            lambda: timer.measure(run, workload.prepare, self.config.timing, hot_cache=bool(case.option("hot_cache"))))
+        fields = timing.record_fields()
+        fields["cuda_graph"] = graph_used
+        fields["timing_note"] = "; ".join(n for n in (fields["timing_note"], graph_note) if n) or None
+
+        # 3. energy, power and GPU state over a sustained window
+        images = None
+        if sustained and not self.config.energy:
+            windows += [m.unmeasured(QUICK_ENERGY_NOTE) for m in sustained]
+        elif sustained:
+            seconds = max(m.min_window_s for m in sustained)
+            calls, energy_windows = run_in_window(sustained, lambda: timer.repeat_for(run, workload.prepare, seconds))
+            windows += energy_windows
+            images = calls * case.batch
+            for monitor in sustained:
+                self.last_power_samples.extend(getattr(monitor, "samples", ()))
         for window in windows:
             row = replace(row, **asdict(window))
-        row = replace(row, **timing.record_fields())
+        row = replace(row, **fields)
+        if row.energy_j is not None and images:
+            if workload.prepare is None:
+                row = replace(row, energy_per_image_j=row.energy_j / images, images_per_j=images / row.energy_j)
+            else:
+                row.energy_note = "; ".join(n for n in (row.energy_note, (
+                    "energy_j includes the untimed forward each backward repetition needs; no energy per image"))
+                    if n)
 
-        # 3. rates from the cost model
+        # 4. rates from the cost model, and the roofline from the device's peaks
         cost = network.cost(case.pass_name, case.batch, case.dtype) if case.layer == NETWORK else \
             layers[0].cost(case.pass_name, case.batch, case.dtype)
         seconds = timing.median_s
+        achieved = cost.flops / seconds if seconds > 0 else None
+        peak = self.device_peak(case.device, case.dtype, row.device_name)
+        bound, fraction, note = roofline(achieved, cost.arithmetic_intensity, peak.get("matmul_flops_per_s"),
+                                         peak.get("copy_bytes_per_s"))
+        if peak.get("note") and (bound is None or fraction is None):
+            note = f"{note} ({peak['note']})"
         return replace(row, status="ok", flops=cost.flops, gemm_flops=cost.gemm_flops, bytes_min=cost.bytes_min,
                        arithmetic_intensity_flops_per_byte=cost.arithmetic_intensity,
                        images_per_s=case.batch / seconds if seconds > 0 else None,
-                       achieved_flops_per_s=cost.flops / seconds if seconds > 0 else None,
-                       achieved_bytes_per_s=cost.bytes_min / seconds if seconds > 0 else None)
+                       achieved_flops_per_s=achieved,
+                       achieved_bytes_per_s=cost.bytes_min / seconds if seconds > 0 else None,
+                       peak_flops_per_s=peak.get("matmul_flops_per_s"), peak_bytes_per_s=peak.get("copy_bytes_per_s"),
+                       roofline_bound_flops_per_s=bound, roofline_fraction=fraction, roofline_note=note)
+
+    # -- device peaks -----------------------------------------------------------------------------------------------
+    def device_peak(self, device: str, dtype: str, name: str | None) -> dict:
+        """The device's measured peaks for `dtype` in this run: from memory, else from the store (a resumed run),
+        else measured now and stored. The copy bandwidth is measured once per device and shared by its dtypes. A
+        failed measurement leaves its value None, with the reason in `note`."""
+        key = (device, dtype)
+        if key in self._peaks:
+            return self._peaks[key]
+        stored = self.store.device_peaks(self.run_id)
+        if key in stored:
+            self._peaks[key] = stored[key]
+            return stored[key]
+        if not self.config.device_peaks:
+            return {"note": "device peaks not measured (RunnerConfig.device_peaks is off)"}
+        peak = {"run_id": self.run_id, "device": device, "device_name": name, "dtype": dtype,
+                "matmul_flops_per_s": None, "copy_bytes_per_s": None, "measured_at": utc_now()}
+        methods, notes = [], []
+        try:
+            peak["matmul_flops_per_s"], method = measure_matmul_rate(device, dtype)
+            methods.append(method)
+        except Exception as exc:  # the rows still stand; their roofline says why it is missing
+            notes.append(f"matmul rate not measured: {type(exc).__name__}: {exc}"[:500])
+        known = [p for (d, _), p in {**stored, **self._peaks}.items() if d == device and p.get("copy_bytes_per_s")]
+        if known:
+            peak["copy_bytes_per_s"] = known[0]["copy_bytes_per_s"]
+            methods.append(f"copy bandwidth as measured for {known[0]['dtype']}")
+        else:
+            try:
+                peak["copy_bytes_per_s"], method = measure_copy_bandwidth(device)
+                methods.append(method)
+            except Exception as exc:
+                notes.append(f"copy bandwidth not measured: {type(exc).__name__}: {exc}"[:500])
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        peak["method"] = "; ".join(methods) or None
+        peak["note"] = "; ".join(notes) or None
+        self.store.add_device_peak(peak)
+        self._peaks[key] = peak
+        return peak
 
     def _reference(self, case, layers, params, inputs, masks, check_batch):
         active_dropout = any(spec.kind == "dropout" and spec.p > 0 for spec in layers)

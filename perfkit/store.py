@@ -5,6 +5,13 @@ Tables:
 - `runs`: a study run: its arguments, start and end, git commit, perfkit version and environment.
 - `measurements`: one row per case (the columns of `perfkit.records.Measurement`), unique per (run_id, case_key).
 - `summaries`: the summary a study printed, as text and as JSON data.
+- `power_samples`: the power timeline of a case's energy window (one row per sample, `t_s` seconds from the window's
+  start, `power_w` watts, `source` the NVML reading), linked to its measurement by (run_id, case_key).
+- `device_peaks`: per run, device and dtype, the measured matmul rate and copy bandwidth the rows' roofline fields use.
+
+Schema versions: 1 had the first four tables; 2 added `power_samples`, `device_peaks` and the harness's measurement
+columns. Opening an older store adds what it lacks (new columns read as NULL); merging an older store into a newer one
+copies the tables it has.
 
 Each measurement is committed as its case finishes, so a killed study loses at most the case in flight. Rerunning the
 same study with the same arguments on the same machine resumes its unfinished run and skips the cases it already has.
@@ -27,7 +34,7 @@ from typing import Iterable, Sequence
 
 from perfkit.records import Measurement
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x50464B54  # "PFKT" in the SQLite header: marks the file as a perfkit store
 DEFAULT_STORE = "perfkit.db"
 STORE_ENV_VAR = "PERFKIT_STORE"
@@ -70,7 +77,17 @@ _TABLES = {
     "summaries": """CREATE TABLE summaries (
         run_id TEXT NOT NULL, study TEXT NOT NULL, created_at TEXT NOT NULL, text TEXT, data TEXT,
         PRIMARY KEY (run_id, study))""",
+    "power_samples": """CREATE TABLE power_samples (
+        run_id TEXT NOT NULL, case_key TEXT NOT NULL, sample_index INTEGER NOT NULL, t_s REAL NOT NULL,
+        power_w REAL NOT NULL, source TEXT,
+        UNIQUE (run_id, case_key, sample_index))""",
+    "device_peaks": """CREATE TABLE device_peaks (
+        run_id TEXT NOT NULL, device TEXT NOT NULL, device_name TEXT, dtype TEXT NOT NULL,
+        matmul_flops_per_s REAL, copy_bytes_per_s REAL, method TEXT, measured_at TEXT, note TEXT,
+        UNIQUE (run_id, device, dtype))""",
 }
+DEVICE_PEAK_COLUMNS = ("run_id", "device", "device_name", "dtype", "matmul_flops_per_s", "copy_bytes_per_s", "method",
+                       "measured_at", "note")
 
 
 def _check_existing(path: Path) -> int | None:
@@ -191,13 +208,30 @@ class Store:
         return {r[0] for r in self.con.execute("SELECT case_key FROM measurements WHERE run_id=?", (run_id,))}
 
     # -- rows -----------------------------------------------------------------------------------------------------
-    def add_measurement(self, m: Measurement) -> None:
-        """Append one row and commit it."""
+    def add_measurement(self, m: Measurement, power_samples: Sequence = ()) -> None:
+        """Append one row, and its power timeline (objects with t_s, power_w, source), and commit them together."""
         row = asdict(m)
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         with self.transaction():
             self.con.execute(f"INSERT INTO measurements ({cols}) VALUES ({marks})", tuple(row.values()))
+            self.con.executemany(
+                "INSERT INTO power_samples (run_id, case_key, sample_index, t_s, power_w, source) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(m.run_id, m.case_key, i, s.t_s, s.power_w, s.source) for i, s in enumerate(power_samples)])
+
+    def add_device_peak(self, peak: dict) -> None:
+        """Store one device's peaks for a run and dtype (a dict with DEVICE_PEAK_COLUMNS); the first one stays."""
+        cols = ", ".join(DEVICE_PEAK_COLUMNS)
+        marks = ", ".join("?" for _ in DEVICE_PEAK_COLUMNS)
+        with self.transaction():
+            self.con.execute(f"INSERT OR IGNORE INTO device_peaks ({cols}) VALUES ({marks})",
+                             tuple(peak.get(c) for c in DEVICE_PEAK_COLUMNS))
+
+    def device_peaks(self, run_id: str) -> dict[tuple[str, str], dict]:
+        """The peaks stored for a run, by (device, dtype)."""
+        cur = self.con.execute(f"SELECT {', '.join(DEVICE_PEAK_COLUMNS)} FROM device_peaks WHERE run_id=?", (run_id,))
+        return {(r[1], r[3]): dict(zip(DEVICE_PEAK_COLUMNS, r)) for r in cur}
 
     def add_summary(self, run_id: str, study: str, text: str, data: dict | None = None) -> None:
         with self.transaction():
@@ -241,13 +275,18 @@ def _read_only(path: str | os.PathLike) -> sqlite3.Connection:
     return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
 
 
-def _read_tables(paths: Sequence[str | os.PathLike], query: str, keys: Sequence[str]):
+def _read_tables(paths: Sequence[str | os.PathLike], query: str, keys: Sequence[str], table: str | None = None):
+    """`query` over each store, concatenated, with a `store` column; duplicates by `keys` dropped. A store older than
+    `table` (the table the query needs) contributes no rows."""
     import pandas as pd
 
     frames = []
     for path in paths:
         con = _read_only(path)
         try:
+            if table and not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                                         (table,)).fetchone():
+                continue
             frame = pd.read_sql_query(query, con)
         finally:
             con.close()
@@ -287,12 +326,36 @@ def load_summaries(*paths: str | os.PathLike):
     return df
 
 
+def load_power_samples(*paths: str | os.PathLike):
+    """Every power sample of one or more stores: run_id, case_key, sample_index, t_s (seconds from the start of the
+    case's energy window), power_w, source. Join with `load_measurements` on (run_id, case_key)."""
+    df = _read_tables(paths or (default_store_path(),), "SELECT * FROM power_samples ORDER BY run_id, case_key, "
+                      "sample_index", ("run_id", "case_key", "sample_index"), table="power_samples")
+    if df.empty:
+        import pandas as pd
+
+        return pd.DataFrame(columns=["run_id", "case_key", "sample_index", "t_s", "power_w", "source", "store"])
+    return df
+
+
+def load_device_peaks(*paths: str | os.PathLike):
+    """The measured device peaks of one or more stores: run_id, device, device_name, dtype, matmul_flops_per_s,
+    copy_bytes_per_s, method, measured_at, note."""
+    df = _read_tables(paths or (default_store_path(),), "SELECT * FROM device_peaks", ("run_id", "device", "dtype"),
+                      table="device_peaks")
+    if df.empty:
+        import pandas as pd
+
+        return pd.DataFrame(columns=[*DEVICE_PEAK_COLUMNS, "store"])
+    return df
+
+
 # -- merging ------------------------------------------------------------------------------------------------------------
 def merge(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> dict[str, int]:
-    """Copy every run, environment, measurement and summary of `inputs` into the store `out` (created if missing),
-    skipping what `out` already holds. Each input is merged in one transaction, so an error leaves `out` with whole
-    inputs only. A run merged while unfinished and again once finished gets its end time. Returns the number of rows
-    added per table."""
+    """Copy every run, environment, measurement, summary, power sample and device peak of `inputs` into the store `out`
+    (created if missing), skipping what `out` already holds. Each input is merged in one transaction, so an error
+    leaves `out` with whole inputs only. A run merged while unfinished and again once finished gets its end time.
+    Returns the number of rows added per table."""
     inputs = [Path(p) for p in inputs]
     for path in inputs:  # validate every input before writing anything
         if _check_existing(path) is None:
@@ -319,6 +382,8 @@ def merge(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> dict[s
 def _merge_table(con: sqlite3.Connection, table: str, alias: str = "src") -> int:
     have = [r[1] for r in con.execute(f"PRAGMA main.table_info({table})")]
     theirs = {r[1] for r in con.execute(f"PRAGMA {alias}.table_info({table})")}
+    if not theirs:  # an older store without this table
+        return 0
     cols = [c for c in have if c in theirs and c != "id"]
     col_list = ", ".join(cols)
     before = con.total_changes

@@ -20,6 +20,10 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 QUICK_TIMING = TimingPolicy(warmup=1, min_reps=3, min_time_s=0.2)
 FULL_TIMING = TimingPolicy(warmup=2, min_reps=5, min_time_s=1.0)
+#: `--quick` skips the sustained energy window (5 s per case on a GPU, 1 s per case on a CPU with readable RAPL): the
+#: quick CPU study would otherwise take minutes longer. Its rows carry energy and power as None with that reason
+#: (perfkit.runner.QUICK_ENERGY_NOTE); timings, memory and the roofline are measured as in a full run.
+QUICK_ENERGY = False
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def run_study(study, options: StudyOptions, store_path, show_progress: bool = Tr
     if config is None:
         timing = study.timing(options) if hasattr(study, "timing") else (QUICK_TIMING if options.quick else
                                                                            FULL_TIMING)
-        config = RunnerConfig(timing=timing)
+        config = RunnerConfig(timing=timing, energy=QUICK_ENERGY if options.quick else True)
     with Store.open(store_path) as store:
         store.add_environment(env, env_id, machine_label(env))
         run_id, resumed = store.start_or_resume_run(study.NAME, options.as_args(study.NAME), env_id, git_commit(),
