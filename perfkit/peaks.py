@@ -10,8 +10,8 @@ stores it in the `device_peaks` table:
 - copy bandwidth: `dst.copy_(src)` between two buffers far larger than any cache (1 GiB on a GPU, 256 MiB on a CPU),
   counting the bytes read and the bytes written (2 x size per call), over the median time. Measured once per device.
 
-A CPU's peaks depend on the thread count; they are measured with the threads of the run's first case on that device
-(the `method` text says how many).
+A CPU's peaks depend on the thread count; they are measured for each thread count the run's cases use (the `threads`
+column of `device_peaks`).
 
 The roofline of a row: its bound is min(peak_flops, arithmetic intensity x peak_bytes) (FLOP/s), and its fraction is the
 achieved FLOP/s over that bound. The intensity is the cost model's FLOPs over its minimum bytes, and the peaks are

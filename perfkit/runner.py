@@ -293,10 +293,12 @@ class Runner:
 
     # -- device peaks -----------------------------------------------------------------------------------------------
     def device_peak(self, device: str, dtype: str, name: str | None) -> dict:
-        """The device's measured peaks for `dtype` in this run: from memory, else from the store (a resumed run),
-        else measured now and stored. The copy bandwidth is measured once per device and shared by its dtypes. A
-        failed measurement leaves its value None, with the reason in `note`."""
-        key = (device, dtype)
+        """The device's measured peaks for `dtype` in this run, at the current torch thread count (a CPU's peaks
+        depend on it): from memory, else from the store (a resumed run), else measured now and stored. The copy
+        bandwidth is measured once per device (and thread count, on a CPU) and shared by its dtypes. A failed
+        measurement leaves its value None, with the reason in `note`."""
+        threads = torch.get_num_threads()
+        key = (device, dtype, threads)
         if key in self._peaks:
             return self._peaks[key]
         stored = self.store.device_peaks(self.run_id)
@@ -305,7 +307,7 @@ class Runner:
             return stored[key]
         if not self.config.device_peaks:
             return {"note": "device peaks not measured (RunnerConfig.device_peaks is off)"}
-        peak = {"run_id": self.run_id, "device": device, "device_name": name, "dtype": dtype,
+        peak = {"run_id": self.run_id, "device": device, "device_name": name, "dtype": dtype, "threads": threads,
                 "matmul_flops_per_s": None, "copy_bytes_per_s": None, "measured_at": utc_now()}
         methods, notes = [], []
         try:
@@ -313,7 +315,9 @@ class Runner:
             methods.append(method)
         except Exception as exc:  # the rows still stand; their roofline says why it is missing
             notes.append(f"matmul rate not measured: {type(exc).__name__}: {exc}"[:500])
-        known = [p for (d, _), p in {**stored, **self._peaks}.items() if d == device and p.get("copy_bytes_per_s")]
+        gpu = device.startswith("cuda")
+        known = [p for (d, _, t), p in {**stored, **self._peaks}.items()
+                 if d == device and (gpu or t == threads) and p.get("copy_bytes_per_s")]
         if known:
             peak["copy_bytes_per_s"] = known[0]["copy_bytes_per_s"]
             methods.append(f"copy bandwidth as measured for {known[0]['dtype']}")
@@ -323,7 +327,7 @@ class Runner:
                 methods.append(method)
             except Exception as exc:
                 notes.append(f"copy bandwidth not measured: {type(exc).__name__}: {exc}"[:500])
-        if device.startswith("cuda"):
+        if gpu:
             torch.cuda.empty_cache()
         peak["method"] = "; ".join(methods) or None
         peak["note"] = "; ".join(notes) or None

@@ -7,7 +7,8 @@ Tables:
 - `summaries`: the summary a study printed, as text and as JSON data.
 - `power_samples`: the power timeline of a case's energy window (one row per sample, `t_s` seconds from the window's
   start, `power_w` watts, `source` the NVML reading), linked to its measurement by (run_id, case_key).
-- `device_peaks`: per run, device and dtype, the measured matmul rate and copy bandwidth the rows' roofline fields use.
+- `device_peaks`: per run, device, dtype and CPU thread count, the measured matmul rate and copy bandwidth the rows'
+  roofline fields use.
 
 Schema versions: 1 had the first four tables; 2 added `power_samples`, `device_peaks` and the harness's measurement
 columns. Opening an older store adds what it lacks (new columns read as NULL); merging an older store into a newer one
@@ -82,12 +83,12 @@ _TABLES = {
         power_w REAL NOT NULL, source TEXT,
         UNIQUE (run_id, case_key, sample_index))""",
     "device_peaks": """CREATE TABLE device_peaks (
-        run_id TEXT NOT NULL, device TEXT NOT NULL, device_name TEXT, dtype TEXT NOT NULL,
+        run_id TEXT NOT NULL, device TEXT NOT NULL, device_name TEXT, dtype TEXT NOT NULL, threads INTEGER NOT NULL,
         matmul_flops_per_s REAL, copy_bytes_per_s REAL, method TEXT, measured_at TEXT, note TEXT,
-        UNIQUE (run_id, device, dtype))""",
+        UNIQUE (run_id, device, dtype, threads))""",
 }
-DEVICE_PEAK_COLUMNS = ("run_id", "device", "device_name", "dtype", "matmul_flops_per_s", "copy_bytes_per_s", "method",
-                       "measured_at", "note")
+DEVICE_PEAK_COLUMNS = ("run_id", "device", "device_name", "dtype", "threads", "matmul_flops_per_s", "copy_bytes_per_s",
+                       "method", "measured_at", "note")
 
 
 def _check_existing(path: Path) -> int | None:
@@ -228,10 +229,10 @@ class Store:
             self.con.execute(f"INSERT OR IGNORE INTO device_peaks ({cols}) VALUES ({marks})",
                              tuple(peak.get(c) for c in DEVICE_PEAK_COLUMNS))
 
-    def device_peaks(self, run_id: str) -> dict[tuple[str, str], dict]:
-        """The peaks stored for a run, by (device, dtype)."""
+    def device_peaks(self, run_id: str) -> dict[tuple[str, str, int], dict]:
+        """The peaks stored for a run, by (device, dtype, torch CPU threads they were measured with)."""
         cur = self.con.execute(f"SELECT {', '.join(DEVICE_PEAK_COLUMNS)} FROM device_peaks WHERE run_id=?", (run_id,))
-        return {(r[1], r[3]): dict(zip(DEVICE_PEAK_COLUMNS, r)) for r in cur}
+        return {(r[1], r[3], r[4]): dict(zip(DEVICE_PEAK_COLUMNS, r)) for r in cur}
 
     def add_summary(self, run_id: str, study: str, text: str, data: dict | None = None) -> None:
         with self.transaction():
@@ -341,7 +342,8 @@ def load_power_samples(*paths: str | os.PathLike):
 def load_device_peaks(*paths: str | os.PathLike):
     """The measured device peaks of one or more stores: run_id, device, device_name, dtype, matmul_flops_per_s,
     copy_bytes_per_s, method, measured_at, note."""
-    df = _read_tables(paths or (default_store_path(),), "SELECT * FROM device_peaks", ("run_id", "device", "dtype"),
+    df = _read_tables(paths or (default_store_path(),), "SELECT * FROM device_peaks",
+                      ("run_id", "device", "dtype", "threads"),
                       table="device_peaks")
     if df.empty:
         import pandas as pd

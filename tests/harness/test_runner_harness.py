@@ -119,6 +119,17 @@ def test_peaks_once_per_run_device_and_dtype(tmp_path, fake_peaks):
     assert set(df[df.dtype == "bfloat16"].peak_flops_per_s) == {4e11}
 
 
+def test_cpu_peaks_are_measured_per_thread_count(tmp_path, fake_peaks):
+    """A one-thread case must not be judged against an all-core peak, nor the reverse."""
+    study = types.SimpleNamespace(
+        NAME="threads", summarize=lambda df, options: Summary("done"),
+        cases=lambda options: grid(layer="relu1", batch=1, threads=[1, 2]))
+    df, path = run(tmp_path, study)
+    assert sorted(fake_peaks["matmul"]) == [("cpu", "float32"), ("cpu", "float32")]
+    assert len(fake_peaks["copy"]) == 2
+    assert sorted(load_device_peaks(path).threads) == [1, 2]
+
+
 def test_failed_peak_measurement_leaves_a_reason(tmp_path, monkeypatch):
     def broken(device, dtype):
         raise RuntimeError("no matmul today")

@@ -39,7 +39,7 @@ def fill(path, run_id="run-a", samples=3):
                                   power_or_thermal_throttled=True),
                               [PowerSample(0.02 * i, 200.0 + i, "nvml_power_instant") for i in range(samples)])
         store.add_device_peak({"run_id": rid, "device": "cuda:0", "device_name": "H100", "dtype": "bfloat16",
-                               "matmul_flops_per_s": 7.9e14, "copy_bytes_per_s": 3.0e12, "method": "m",
+                               "threads": 8, "matmul_flops_per_s": 7.9e14, "copy_bytes_per_s": 3.0e12, "method": "m",
                                "measured_at": "now"})
         store.finish_run(rid)
         return rid
@@ -60,7 +60,7 @@ def test_new_tables_and_loaders(tmp_path):
     assert df.l2_flushed.dtype == "boolean" and bool(df.power_or_thermal_throttled[0]) is True
     assert df.energy_j[0] == 12.5
     with Store.open(path) as store:
-        assert store.device_peaks(rid)[("cuda:0", "bfloat16")]["copy_bytes_per_s"] == 3.0e12
+        assert store.device_peaks(rid)[("cuda:0", "bfloat16", 8)]["copy_bytes_per_s"] == 3.0e12
 
 
 def test_measurement_and_its_samples_commit_together(tmp_path):
@@ -76,7 +76,8 @@ def test_first_device_peak_stays(tmp_path):
     path = tmp_path / "a.db"
     rid = fill(path)
     with Store.open(path) as store:
-        store.add_device_peak({"run_id": rid, "device": "cuda:0", "dtype": "bfloat16", "matmul_flops_per_s": 1.0})
+        store.add_device_peak({"run_id": rid, "device": "cuda:0", "dtype": "bfloat16", "threads": 8,
+                               "matmul_flops_per_s": 1.0})
     assert load_device_peaks(path).matmul_flops_per_s.tolist() == [7.9e14]
 
 
