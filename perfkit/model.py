@@ -117,19 +117,23 @@ class AlexNetModule(nn.Module):
     """Consecutive layers of a network (one layer, or all of them), run through `ops`.
 
     forward(x, target=None): x is (N, *layers[0].in_shape) in the module's dtype; target (N,) int64 class indices is
-    needed only when the layers end with the loss, which then returns a 0-dim loss.
+    needed only when the layers end with the loss, which then returns a 0-dim loss. With `channels_last`, 4-D
+    parameters and the input are kept in channels_last memory format (activations follow it).
     """
 
     def __init__(self, layers: Sequence[LayerSpec], ops=TorchOps, device="cpu", dtype=torch.float32,
-                 parameters: dict[str, torch.Tensor] | None = None):
+                 parameters: dict[str, torch.Tensor] | None = None, channels_last: bool = False):
         super().__init__()
         self.specs = tuple(layers)
         self.ops = ops
+        self.channels_last = channels_last
         for spec in self.specs:
             if spec.param_shapes:
                 self.add_module(spec.name, _LayerParameters(spec.param_shapes, device, dtype))
         if parameters is not None:
             self.load_shared_parameters(parameters)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
         self.stages = plan_stages(self.specs, getattr(ops, "fuses", False))
         self.capture_dropout_masks = False
         self.captured_dropout_masks: dict[str, torch.Tensor] = {}
@@ -144,6 +148,8 @@ class AlexNetModule(nn.Module):
                 param.copy_(parameters[name])
 
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)  # once here, so no layer converts on every call
         for stage in self.stages:
             x = self._run_stage(stage, x, target)
         return x

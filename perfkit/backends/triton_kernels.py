@@ -67,4 +67,7 @@ class TritonBackend(Backend):
         return super().unavailable_reason(device, dtype, pass_name)
 
     def build(self, layers, parameters, device, dtype):
-        return AlexNetModule(layers, TritonOps(), device=device, dtype=dtype, parameters=parameters)
+        # The implicit-GEMM convolutions read channels_last natively and convert NCHW inputs on every call, so the
+        # module converts once at its input and keeps activations channels_last throughout.
+        return AlexNetModule(layers, TritonOps(), device=device, dtype=dtype, parameters=parameters,
+                             channels_last=True)
