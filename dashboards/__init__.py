@@ -33,11 +33,13 @@ class NoBrowserError(DashboardError):
     """PNG export needs Chrome or Chromium and none was found."""
 
 
-def require_plotly() -> None:
+def require_plotly() -> str:
+    """plotly's version; MissingDependencyError, with the install command, when it is not installed."""
     try:
-        import plotly  # noqa: F401
+        import plotly
     except ImportError:
         raise MissingDependencyError(f"the dashboards need plotly, which is not installed: {INSTALL_HINT}") from None
+    return plotly.__version__
 
 
 def build(store_paths: Sequence[str | os.PathLike], benchmarks_dir: str | os.PathLike | None = None):

@@ -115,9 +115,11 @@ def load(store_paths: Sequence[str | os.PathLike], benchmarks_dir: str | os.Path
     paths = [Path(p) for p in store_paths]
     notes: list[str] = []
     measurements = load_measurements(*paths) if paths else pd.DataFrame()
-    for col in OPTIONAL_COLUMNS:
-        if col not in measurements:
-            measurements[col] = pd.Series([None] * len(measurements), dtype=object)
+    missing = [col for col in OPTIONAL_COLUMNS if col not in measurements]
+    if missing:
+        nulls = pd.DataFrame({col: pd.Series([None] * len(measurements), dtype=object) for col in missing},
+                             index=measurements.index)
+        measurements = pd.concat([measurements, nulls], axis=1)
     runs = load_runs(*paths) if paths else pd.DataFrame()
     summaries = load_summaries(*paths) if paths else pd.DataFrame()
     environments = {}
@@ -128,6 +130,7 @@ def load(store_paths: Sequence[str | os.PathLike], benchmarks_dir: str | os.Path
         measurements = _with_order(measurements)
         short = machine_short_names(environments.values())
         measurements["machine_short"] = measurements.machine_id.map(short).fillna(measurements.machine)
+        measurements = measurements.copy()  # one block per dtype: the sections add columns freely
     power = _read_optional_table(paths, "power_samples", POWER_SAMPLE_COLUMNS, ("run_id", "case_key", "sample_index"),
                                  notes)
     peaks = _read_optional_table(paths, "device_peaks", DEVICE_PEAK_COLUMNS, ("run_id", "device", "dtype"), notes)

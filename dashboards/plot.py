@@ -24,10 +24,28 @@ CONFIG = {"displaylogo": False, "responsive": True, "scrollZoom": False,
           "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
+_TEMPLATE = None
+
+
+def template() -> go.layout.Template:
+    """The report's look, built once (applying a stock template to every figure is slow)."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        axis = dict(showline=True, linecolor=AXIS_LINE, gridcolor=GRID, zeroline=False, ticks="outside",
+                    tickcolor=AXIS_LINE, automargin=True, title=dict(standoff=10))
+        _TEMPLATE = go.layout.Template(layout=dict(
+            font=dict(family=FONT, size=12, color="#2d3640"), paper_bgcolor="white", plot_bgcolor="white",
+            colorway=["#3b6fb6", "#e08a2c", "#3a9a5b", "#8e6bbf", "#c24d4d", "#8c6d4f", "#d46a9f", "#6f7f8f"],
+            xaxis=axis, yaxis=axis, hoverlabel=dict(font=dict(family=FONT, size=12), align="left", namelength=-1),
+            bargap=0.18, bargroupgap=0.06, hovermode="closest"))
+    return _TEMPLATE
+
+
 def figure(rows: int = 1, cols: int = 1, **subplot_args) -> go.Figure:
+    base = go.Figure(layout=dict(template=template()))
     if rows == 1 and cols == 1 and not subplot_args:
-        return go.Figure()
-    return make_subplots(rows=rows, cols=cols, **subplot_args)
+        return base
+    return make_subplots(rows=rows, cols=cols, figure=base, **subplot_args)
 
 
 def finish(fig: go.Figure, name: str, title: str, data, rows: pd.DataFrame | None, *, x_title: str = "",
@@ -40,21 +58,12 @@ def finish(fig: go.Figure, name: str, title: str, data, rows: pd.DataFrame | Non
         title=dict(text=f"<b>{esc(title)}</b>", x=0.01, xanchor="left", y=0.985, yanchor="top", yref="container",
                    font=dict(size=16, color="#1f2933"),
                    subtitle=dict(text="<br>".join(esc(line) for line in lines), font=dict(size=11, color="#66707c"))),
-        template="plotly_white",
-        font=dict(family=FONT, size=12, color="#2d3640"),
         height=height + _legend_height(fig),
         margin=dict(l=70, r=20, t=76 + 15 * len(lines) + extra_top, b=60),
         legend=dict(title=dict(text=legend_title), font=dict(size=11), bgcolor="rgba(255,255,255,0.85)",
                     groupclick="togglegroup", orientation="h", x=0, xanchor="left", y=0, yanchor="bottom",
                     yref="container"),
-        hoverlabel=dict(font=dict(family=FONT, size=12), align="left", namelength=-1),
-        bargap=0.18, bargroupgap=0.06,
-        paper_bgcolor="white", plot_bgcolor="white",
     )
-    fig.update_xaxes(showline=True, linecolor=AXIS_LINE, gridcolor=GRID, zeroline=False, ticks="outside",
-                     tickcolor=AXIS_LINE, automargin=True)
-    fig.update_yaxes(showline=True, linecolor=AXIS_LINE, gridcolor=GRID, zeroline=False, ticks="outside",
-                     tickcolor=AXIS_LINE, automargin=True)
     if x_title:
         fig.update_xaxes(title_text=x_title, selector=dict(anchor="y")) if _has_subplots(fig) else \
             fig.update_xaxes(title_text=x_title)

@@ -44,10 +44,18 @@ class Ref:
     def is_range(self) -> bool:
         return self.high is not None
 
+    def amount(self) -> str:
+        """The value (or range) with its unit: '61x', '5-6 days', '1.581 TFLOP/s', '25% training error'."""
+        lo, prefix = _scaled(self.low)
+        span = lo if self.high is None else f"{lo}-{_scaled(self.high)[0]}"
+        if prefix:  # a rate takes the prefix on its unit (1.581 TFLOP/s); a count on its number (1.2M images)
+            return f"{span} {prefix}{self.unit}" if self.unit.endswith("/s") else f"{span}{prefix} {self.unit}"
+        glue = "" if self.unit == "x" or self.unit.startswith("%") else " "
+        return f"{span}{glue}{self.unit}"
+
     def label(self) -> str:
-        """Short legend text, e.g. '~61x: Caffe CPU vs cuDNN (derived), soumith/convnet-benchmarks'."""
-        span = _fmt(self.low) if self.high is None else f"{_fmt(self.low)}-{_fmt(self.high)}"
-        return f"{span} {self.unit}: {self.text}{' (derived)' if self.derived else ''}"
+        """Short legend text, e.g. '61x: Caffe in CPU mode ... (derived)'."""
+        return f"{self.amount()}: {self.text}{' (derived)' if self.derived else ''}"
 
     @property
     def short_source(self) -> str:
@@ -58,13 +66,15 @@ class Ref:
 
     def legend(self) -> str:
         """A legend entry, e.g. 'published: Caffe CPU vs cuDNN (61x, derived)'."""
-        span = _fmt(self.low) if self.high is None else f"{_fmt(self.low)}-{_fmt(self.high)}"
-        unit = self.unit if self.unit in ("x", "%") or self.unit.startswith("%") else f" {self.unit}"
-        return f"published: {self.short or self.text} ({span}{unit}{', derived' if self.derived else ''})"
+        return f"published: {self.short or self.text} ({self.amount()}{', derived' if self.derived else ''})"
 
 
-def _fmt(value: float) -> str:
-    return f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
+def _scaled(value: float) -> tuple[str, str]:
+    """(number, SI prefix): 1.581e12 -> ('1.581', 'T'); 4920 -> ('4,920', '')."""
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}", prefix
+    return (f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"), ""
 
 
 # -- training AlexNet in 2012 -------------------------------------------------------------------------------------------

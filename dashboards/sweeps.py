@@ -151,7 +151,7 @@ def _precision(data, rows: pd.DataFrame) -> list:
                                  hovertemplate="%{hovertext}<extra></extra>"), row=1, col=col)
             shown.add(label)
     fig.update_xaxes(categoryorder="array", categoryarray=[dtype_name(d) for d in dtypes], title_text="dtype")
-    fig.update_yaxes(title_text="images/s", rangemode="tozero", col=1)
+    fig.update_yaxes(title_text="throughput (images/s)", rangemode="tozero", col=1)
     fig.update_layout(barmode="group")
     blocks.append(finish(fig, "sweeps-precision-throughput", "Throughput by precision", data, use, height=460,
                          caption="tf32 is float32 storage with TF32 tensor-core matmuls; float16 and bfloat16 use "
