@@ -92,8 +92,7 @@ def _error_figure(data, checked: pd.DataFrame):
     checked = sort_configs(checked)
     positive = checked[checked.error_rel.fillna(0) > 0]
     exact = checked[checked.error_rel == 0]
-    checked_labels = config_labels(positive, ("machine", "device", "backend", "dtype", "pass_name"),
-                                   always=("backend", "dtype"))
+    checked_labels = config_labels(positive, ("machine", "device", "backend", "dtype"), always=("backend", "dtype"))
     positive = positive.assign(_label=checked_labels)
     order = layer_order(checked)
     fig = figure()
@@ -101,7 +100,7 @@ def _error_figure(data, checked: pd.DataFrame):
     for label, grp in good.groupby("_label", sort=False):
         first = grp.iloc[0]
         fig.add_trace(go.Scatter(
-            x=grp.layer, y=grp.error_rel, mode="markers", name=label,
+            x=grp.layer, y=grp.error_rel, mode="markers", name=label, offsetgroup=label,
             marker=dict(color=backend_color(first.backend), symbol=DTYPE_SYMBOLS.get(first['dtype'], "circle"), size=9,
                         line=dict(width=0.6, color="white")),
             hovertext=[hover_row(r, with_time=False) for _, r in grp.iterrows()],
@@ -116,9 +115,11 @@ def _error_figure(data, checked: pd.DataFrame):
             hovertemplate="%{hovertext}<extra></extra>"))
     tolerances = checked.dropna(subset=["error_tolerance"]).drop_duplicates(["dtype", "error_tolerance"])
     for _, t in tolerances.iterrows():
-        fig.add_hline(y=t.error_tolerance, line=dict(color="#c62828", width=1, dash=DTYPE_DASHES.get(t['dtype'], "dash")),
+        dash = DTYPE_DASHES.get(t["dtype"], "dash")
+        fig.add_hline(y=t.error_tolerance, line=dict(color="#c62828", width=1, dash=dash),
                       name=f"tolerance {dtype_name(t['dtype'])}: {t.error_tolerance:g}", showlegend=True,
                       legendgroup="tolerance")
+    fig.update_layout(scattermode="group", scattergap=0.45)
     fig.update_xaxes(categoryorder="array", categoryarray=order, title_text="layer")
     fig.update_yaxes(type="log", range=log_range(list(positive.error_rel) + list(tolerances.error_tolerance), 0.1),
                      title_text="relative error vs float64 CPU reference (log scale)")
@@ -132,6 +133,6 @@ def _error_figure(data, checked: pd.DataFrame):
         exact_note += f" {len(no_error)} incorrect row(s) have no error value; see the table."
     return finish(fig, "backends-correctness", "Correctness: error against the float64 reference", data, checked,
                   height=480, caption="Worst tensor's relative Frobenius error per row (output, or gradients for "
-                                      "training passes); red lines are the tolerances per dtype; red crosses are "
-                                      "rows over tolerance." + exact_note)
+                                      "training passes; each pass is a point, named on hover); red lines are the "
+                                      "tolerances per dtype; red crosses are rows over tolerance." + exact_note)
 

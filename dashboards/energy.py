@@ -34,7 +34,7 @@ def build(data) -> Section | None:
                       "and energy reflect throttled clocks.")
     if len(ok):
         section.blocks.append(_per_image(data, ok))
-        throttled = ok[ok.power_or_thermal_throttled.fillna(0).astype(bool)]
+        throttled = ok[flags(ok.power_or_thermal_throttled)]
         if len(throttled):
             section.blocks.append(NoteBlock(
                 f"{len(throttled)} case(s) hit a power or thermal limit: "
@@ -52,13 +52,22 @@ def build(data) -> Section | None:
     return section
 
 
+def _flag(value) -> bool:
+    """A stored yes/no (bool, 0/1, or null meaning not recorded) as a bool."""
+    return False if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)) else bool(value)
+
+
+def flags(series: pd.Series) -> pd.Series:
+    return series.map(_flag).astype(bool)
+
+
 def _per_image(data, ok: pd.DataFrame):
     ok = sort_configs(ok)
     ok = ok.assign(_label=config_labels(ok, CONFIG_FIELDS + ("layer", "pass_name"), always=("backend", "dtype",
                                                                                           "pass_name")))
     fig = figure()
     for (backend, dtype), grp in ok.groupby(["backend", "dtype"], sort=False):
-        throttled = grp.power_or_thermal_throttled.fillna(0).astype(bool)
+        throttled = flags(grp.power_or_thermal_throttled)
         hover = [hover_row(r, extra=_energy_extra(r)) for _, r in grp.iterrows()]
         fig.add_trace(go.Bar(
             x=grp._label, y=grp.energy_per_image_j, name=f"{backend_name(backend)} · {dtype_name(dtype)}",
@@ -122,7 +131,7 @@ def _timelines(data, ok: pd.DataFrame) -> list:
         for label in cases:
             grp = part[part._label == label].sort_values(["sample_index"])
             first = grp.iloc[0]
-            throttled = bool(first.power_or_thermal_throttled) if pd.notna(first.power_or_thermal_throttled) else False
+            throttled = _flag(first.power_or_thermal_throttled)
             n = seen.get(first.backend, 0)
             seen[first.backend] = n + 1
             fig.add_trace(go.Scatter(

@@ -11,7 +11,7 @@ import re
 import shutil
 from pathlib import Path
 
-from perfkit.dashboards import INSTALL_HINT, MissingDependencyError, NoBrowserError
+from perfkit.dashboards import INSTALL_HINT, DashboardError, MissingDependencyError, NoBrowserError
 
 BROWSER_ENV_VARS = ("PERFKIT_BROWSER", "BROWSER_PATH")
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -65,18 +65,19 @@ def export_png(report, out_dir: str | os.PathLike, browser: str | None = None) -
     if not jobs:
         return []
     # mathjax=False: the figures use no LaTeX, and kaleido would otherwise fetch MathJax from a CDN.
-    errors = kaleido.write_fig_from_object_sync(jobs, kopts={"mathjax": False, "path": browser})
+    try:
+        errors = kaleido.write_fig_from_object_sync(jobs, kopts={"mathjax": False, "path": browser})
+    except Exception as exc:  # kaleido/choreographer failures: the browser would not start or crashed
+        raise DashboardError(f"PNG export failed with browser {browser}: {type(exc).__name__}: {exc}") from exc
     if errors:
         raise _export_error(errors)
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise NoBrowserError(f"kaleido wrote no image for {len(missing)} figure(s) (first: {missing[0].name}); "
+        raise DashboardError(f"kaleido wrote no image for {len(missing)} figure(s) (first: {missing[0].name}); "
                              f"browser used: {browser}")
     return paths
 
 
-def _export_error(errors):
-    from perfkit.dashboards import DashboardError
-
+def _export_error(errors) -> DashboardError:
     first = errors[0]
     return DashboardError(f"PNG export failed for {len(errors)} figure(s): {type(first).__name__}: {first}")

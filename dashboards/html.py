@@ -152,7 +152,8 @@ def _table(block: TableBlock) -> str:
                    for row in block.rows)
     title = f'<div class="table-title">{esc(block.title)}</div>' if block.title else ""
     note = f'<div class="muted">{esc(block.note)}</div>' if block.note else ""
-    return f'{title}<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>{note}'
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return f'{title}<div class="table-wrap">{table}</div>{note}'
 
 
 def _num_class(cell: str) -> str:

@@ -87,8 +87,9 @@ def _pass_figure(data, part: pd.DataFrame, incorrect: pd.DataFrame, p: str):
     fig.update_layout(barmode="group")
     block = finish(fig, f"layers-{p}", f"Per-layer time, {pass_name(p)}", data, part,
                    height=480 if len(keep) <= 3 else 540,
-                   caption=f"One bar per configuration; hover for the exact median, p10, p90 and repetitions. "
-                           f"{'Layers marked ✗ failed the correctness check and were not timed. ' if len(incorrect) else ''}")
+                   caption="One bar per configuration; hover for the exact median, p10, p90 and repetitions. "
+                           + ("Layers marked ✗ failed the correctness check and were not timed. " if len(incorrect)
+                              else ""))
     return block, dropped
 
 
@@ -193,6 +194,7 @@ def _share_figure(data, ok: pd.DataFrame):
     fig.update_yaxes(categoryorder="array", categoryarray=rows[::-1])
     return finish(fig, "layers-share", "Where the time goes, by layer kind", data, ok[ok._row.isin(rows)],
                   height=max(300, 150 + 40 * len(rows)), legend_title="layer kind",
-                  caption="Each bar sums the per-layer medians of one configuration and pass; segments are layer kinds. "
+                  caption="Each bar sums the per-layer medians of one configuration and pass; segments are layer "
+                          "kinds. "
                           + (f"{len(partial)} configuration(s) that measured only some layers are left out. "
                              if partial else ""))

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from perfkit.dashboards.common import (DTYPE_PATTERNS, PASS_ORDER, Section, TableBlock, backend_name, device_label,
-                                       dtype_name, esc, fmt_num, latest, layer_order, machine_color, pass_name,
+                                       dtype_name, esc, fmt_num, fmt_rate, latest, layer_order, machine_color, pass_name,
                                        sort_configs)
 from perfkit.dashboards.layers import plain
 from perfkit.dashboards.plot import figure, finish, hover_row, log_range
@@ -40,11 +40,17 @@ def build(data) -> Section | None:
 
 
 def _network_figure(data, network: pd.DataFrame, machines, colors):
-    network = sort_configs(network)
-    passes = [p for p in PASS_ORDER if p in set(network.pass_name)]
     network = network.assign(_cfg=network.apply(
         lambda r: f"{'CPU' if r.device == 'cpu' else 'GPU'} · {backend_name(r.backend)} · {dtype_name(r['dtype'])}",
         axis=1))
+    # the best row per machine, configuration and pass; configurations measured on several machines when any are
+    network = network.sort_values("images_per_s").drop_duplicates(["machine_id", "_cfg", "pass_name"], keep="last")
+    shared = network.groupby("_cfg").machine_id.nunique()
+    shared = set(shared[shared > 1].index)
+    if shared:
+        network = network[network._cfg.isin(shared)]
+    network = sort_configs(network)
+    passes = [p for p in PASS_ORDER if p in set(network.pass_name)]
     fig = figure(1, len(passes), shared_yaxes=True, horizontal_spacing=0.05,
                  subplot_titles=[pass_name(p) for p in passes])
     shown = set()
@@ -56,7 +62,9 @@ def _network_figure(data, network: pd.DataFrame, machines, colors):
                 continue
             fig.add_trace(go.Bar(
                 x=grp.images_per_s, y=grp._cfg, orientation="h", name=machine, legendgroup=machine,
-                showlegend=machine not in shown,
+                showlegend=machine not in shown, text=[f"{fmt_rate(v)} · batch {b}" for v, b in
+                                                       zip(grp.images_per_s, grp.batch)],
+                textposition="auto", insidetextanchor="end", cliponaxis=False,
                 marker=dict(color=colors[machine], pattern=dict(shape=[DTYPE_PATTERNS.get(d, "") for d in grp.dtype])),
                 hovertext=[hover_row(r) for _, r in grp.iterrows()], hovertemplate="%{hovertext}<extra></extra>"),
                 row=1, col=col)
@@ -67,7 +75,9 @@ def _network_figure(data, network: pd.DataFrame, machines, colors):
     n = network._cfg.nunique()
     return finish(fig, "machines-network", "Whole-network throughput per machine", data, network,
                   height=max(360, 160 + 26 * n * len(machines)), legend_title="machine",
-                  caption="One colour per machine; bars patterned by dtype.")
+                  caption="The best measured images/s of each machine per configuration and pass (its batch in the "
+                          "bar), for the configurations "
+                          + ("measured on more than one machine." if shared else "of each machine (none is shared)."))
 
 
 def _layer_figure(data, part: pd.DataFrame, p: str, colors):

@@ -9,8 +9,8 @@ import plotly.graph_objects as go
 
 from perfkit.dashboards.common import (CONFIG_FIELDS, DTYPE_PATTERNS, PASS_ORDER, CardsBlock, NoteBlock, Section,
                                        TableBlock, backend_color, backend_name, config_labels, dtype_name, esc,
-                                       fmt_bytes, fmt_rate, latest, pass_name, rows_not_plotted, short_commit, sort_configs,
-                                       status_badge)
+                                       fmt_bytes, fmt_rate, latest, pass_name, rows_not_plotted, short_commit,
+                                       sort_configs, status_badge)
 from perfkit.dashboards.plot import figure, finish, hover_row, log_range
 
 

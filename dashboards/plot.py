@@ -48,9 +48,8 @@ def figure(rows: int = 1, cols: int = 1, **subplot_args) -> go.Figure:
     return make_subplots(rows=rows, cols=cols, figure=base, **subplot_args)
 
 
-def finish(fig: go.Figure, name: str, title: str, data, rows: pd.DataFrame | None, *, x_title: str = "",
-           y_title: str = "", height: int = 460, caption: str = "", provenance_text: str | None = None,
-           legend_title: str = "", extra_top: int = 0) -> FigureBlock:
+def finish(fig: go.Figure, name: str, title: str, data, rows: pd.DataFrame | None, *, height: int = 460,
+           caption: str = "", provenance_text: str | None = None, legend_title: str = "") -> FigureBlock:
     """Apply the report's look, put the data's provenance under the title, and wrap the figure as a block."""
     short, full = provenance(rows, data) if provenance_text is None else (provenance_text, esc(provenance_text))
     lines = [line for line in short.split("\n") if line]
@@ -59,16 +58,11 @@ def finish(fig: go.Figure, name: str, title: str, data, rows: pd.DataFrame | Non
                    font=dict(size=16, color="#1f2933"),
                    subtitle=dict(text="<br>".join(esc(line) for line in lines), font=dict(size=11, color="#66707c"))),
         height=height + _legend_height(fig),
-        margin=dict(l=70, r=20, t=76 + 15 * len(lines) + extra_top, b=60),
+        margin=dict(l=70, r=20, t=76 + 15 * len(lines), b=60),
         legend=dict(title=dict(text=legend_title), font=dict(size=11), bgcolor="rgba(255,255,255,0.85)",
                     groupclick="togglegroup", orientation="h", x=0, xanchor="left", y=0, yanchor="bottom",
                     yref="container"),
     )
-    if x_title:
-        fig.update_xaxes(title_text=x_title, selector=dict(anchor="y")) if _has_subplots(fig) else \
-            fig.update_xaxes(title_text=x_title)
-    if y_title:
-        fig.update_yaxes(title_text=y_title, col=1) if _has_subplots(fig) else fig.update_yaxes(title_text=y_title)
     context = constant_context(rows) if rows is not None and "layer" in rows else ""
     context = f"Every point: {esc(context)}." if context else ""
     caption = " ".join(p for p in (caption, context, full) if p)
@@ -87,10 +81,6 @@ def _legend_height(fig: go.Figure) -> int:
     longest = max((len(n) for n in names), default=10)
     per_row = 4 if longest <= 24 else 3 if longest <= 34 else 2 if longest <= 56 else 1
     return 22 * -(-len(names) // per_row) + 14
-
-
-def _has_subplots(fig: go.Figure) -> bool:
-    return getattr(fig, "_grid_ref", None) is not None
 
 
 def log_axis_title(what: str, unit: str) -> str:

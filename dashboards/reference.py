@@ -19,8 +19,9 @@ VENDOR = "vendor figures"
 
 
 #: Short names of the sources, for captions (the full names are in `Ref.source`).
-SHORT_SOURCES = {PAPER: "Krizhevsky et al., NIPS 2012", CONVNET_BENCHMARKS: "convnet-benchmarks", MATCONVNET: "MatConvNet",
-                 JCJOHNSON: "cnn-benchmarks", POPULAR_2012: "popular accounts", VENDOR: "vendor"}
+SHORT_SOURCES = {PAPER: "Krizhevsky et al., NIPS 2012", CONVNET_BENCHMARKS: "convnet-benchmarks",
+                 MATCONVNET: "MatConvNet", JCJOHNSON: "cnn-benchmarks", POPULAR_2012: "popular accounts",
+                 VENDOR: "vendor"}
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ GPU_CPU_SPEEDUPS = (GPU_CPU_CLAIM, CAFFE_CPU_VS_CUDNN, JCJOHNSON_SPEEDUP)
 
 MATCONVNET_CPU = Ref("matconvnet_cpu", 22, None, "images/s", "MatConvNet on CPU", MATCONVNET, short="MatConvNet CPU")
 MATCONVNET_GPU = Ref("matconvnet_gpu", 192, None, "images/s", "MatConvNet on GPU", MATCONVNET, short="MatConvNet GPU")
-MATCONVNET_CUDNN = Ref("matconvnet_cudnn", 264, None, "images/s", "MatConvNet on GPU with cuDNN", MATCONVNET, short="MatConvNet cuDNN")
+MATCONVNET_CUDNN = Ref("matconvnet_cudnn", 264, None, "images/s", "MatConvNet on GPU with cuDNN", MATCONVNET,
+                       short="MatConvNet cuDNN")
 PUBLISHED_THROUGHPUT = (MATCONVNET_CPU, MATCONVNET_GPU, MATCONVNET_CUDNN)
 
 #: convnet-benchmarks' per-batch times (batch 128, forward+backward), shown as a table beside the speedups.
@@ -123,8 +125,10 @@ CONVNET_BENCHMARK_TIMES = (
 
 # -- the GTX 580 (vendor figures) ---------------------------------------------------------------------------------------
 GTX580_FP32_FLOPS = Ref("gtx580_fp32_flops", 1.581e12, None, "FLOP/s",
-                        "GeForce GTX 580 FP32 peak (512 cores x 2 x 1.544 GHz)", VENDOR, derived=True, short="GTX 580 FP32 peak")
-GTX580_BYTES = Ref("gtx580_bytes", 192.4e9, None, "B/s", "GeForce GTX 580 memory bandwidth", VENDOR, short="GTX 580 memory")
+                        "GeForce GTX 580 FP32 peak (512 cores x 2 x 1.544 GHz)", VENDOR, derived=True,
+                        short="GTX 580 FP32 peak")
+GTX580_BYTES = Ref("gtx580_bytes", 192.4e9, None, "B/s", "GeForce GTX 580 memory bandwidth", VENDOR,
+                   short="GTX 580 memory")
 
 ALL = (TRAIN_DAYS, TRAIN_IMAGES_PER_S, TRAIN_EPOCHS, TRAIN_IMAGES, TRAIN_BATCH, TRAIN_GPUS, FIG1_TARGET_ERROR,
        FIG1_RELU_SPEEDUP, *GPU_CPU_SPEEDUPS, *PUBLISHED_THROUGHPUT, *CONVNET_BENCHMARK_TIMES, GTX580_FP32_FLOPS,

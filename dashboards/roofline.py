@@ -100,7 +100,8 @@ def _figure(data, part: pd.DataFrame, ceilings: pd.DataFrame, machine_id: str, d
             x=xs, y=yr, mode="lines", name=f"roof {dtype_name(c['dtype'])}: {fmt_si(c.flops, 'FLOP/s')}, "
                                            f"{fmt_si(c.bytes, 'B/s')}",
             line=dict(color="#2d3640", width=2, dash=DTYPE_DASHES.get(c['dtype'], "solid")), legendgroup="roof",
-            hovertemplate=(f"<b>measured roof, {esc(dtype_name(c['dtype']))}</b><br>compute {esc(fmt_si(c.flops, 'FLOP/s', 6))}"
+            hovertemplate=(f"<b>measured roof, {esc(dtype_name(c['dtype']))}</b>"
+                           f"<br>compute {esc(fmt_si(c.flops, 'FLOP/s', 6))}"
                            f"<br>memory {esc(fmt_si(c.bytes, 'B/s', 6))}<br>source: {esc(c.source)}"
                            "<br>intensity %{x:.4g} FLOP/B, roof %{y:.4g} FLOP/s<extra></extra>")))
     gx, gy = _roof(ref.GTX580_FP32_FLOPS.value, ref.GTX580_BYTES.value, x0, x1)

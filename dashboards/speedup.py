@@ -12,8 +12,8 @@ import plotly.graph_objects as go
 
 from perfkit.dashboards import reference as ref
 from perfkit.dashboards.common import (CONFIG_FIELDS, CPU_COLOR, DTYPE_PATTERNS, PASS_ORDER, NoteBlock, Section,
-                                       TableBlock, backend_color, backend_name, config_labels, dtype_name, esc, fmt_rate,
-                                       latest, layer_order, pass_name, sort_configs)
+                                       TableBlock, backend_color, backend_name, config_labels, dtype_name, esc,
+                                       fmt_rate, latest, layer_order, pass_name, sort_configs)
 from perfkit.dashboards.plot import (figure, finish, hover_row, log_range, reference_hline, reference_vline,
                                      references_caption)
 

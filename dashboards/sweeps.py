@@ -9,8 +9,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from perfkit.dashboards.common import (DTYPE_PATTERNS, DTYPE_SYMBOLS, PASS_ORDER, NoteBlock, Section,
-                                       backend_color, config_labels, dtype_name, dtype_rank, esc, fmt_bytes, fmt_rate, latest,
+from perfkit.dashboards.common import (DTYPE_PATTERNS, DTYPE_SYMBOLS, PASS_ORDER, NoteBlock, Section, backend_color,
+                                       config_labels, dtype_name, dtype_rank, esc, fmt_bytes, fmt_rate, latest,
                                        pass_name, rows_not_plotted, sort_configs)
 from perfkit.dashboards.plot import figure, finish, hover_bytes, hover_row, log_range
 

@@ -63,7 +63,8 @@ def build(data) -> Section | None:
             x=grp._days, y=grp._label, orientation="h", name=grp.iloc[0]._label, showlegend=False,
             marker=dict(color=CPU_COLOR if device == "cpu" else backend_color(backend),
                         pattern=dict(shape=DTYPE_PATTERNS.get(dtype, ""))),
-            text=[f"{d:,.3g} days" if d >= 1 else f"{d * 24:.3g} hours" for d in grp._days], textposition="outside", cliponaxis=False,
+            text=[f"{d:,.3g} days" if d >= 1 else f"{d * 24:.3g} hours" for d in grp._days],
+            textposition="outside", cliponaxis=False,
             hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
     bounds = rows.drop_duplicates(["variant", "activation", "_label"])
     bound_days = [gtx580_bound_days(r.flops / r.batch) for _, r in bounds.iterrows()]
