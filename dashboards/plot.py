@@ -182,9 +182,10 @@ def reference_vline(fig: go.Figure, ref: Ref, *, value: float | None = None, row
 def _reference_shape(fig, ref, orient, *, value, row, col, showlegend, dash, color) -> None:
     name = ref.legend()
     group = f"ref-{ref.key}"
-    common = dict(name=name, legendgroup=group, showlegend=showlegend, layer="below")
+    # above the data: a published mark hidden behind a bar says nothing; bands are translucent
+    common = dict(name=name, legendgroup=group, showlegend=showlegend, layer="above")
     if ref.is_range and value is None:
-        kwargs = dict(fillcolor=color, opacity=0.13, line=dict(width=0), **common)
+        kwargs = dict(fillcolor=color, opacity=0.22, line=dict(width=1, color=color), **common)
         if orient == "h":
             fig.add_hrect(y0=ref.low, y1=ref.high, row=row or "all", col=col or "all", **kwargs)
         else:
