@@ -201,3 +201,17 @@ def test_without_plotly_a_clear_message(monkeypatch, tmp_path, cpu_store):
     with pytest.raises(dashboards.MissingDependencyError, match=r"pip install 'perfkit\[dashboards\]'"):
         dashboards.build_report([cpu_store], tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_hover_text_carries_exact_values_with_units(cpu_report, cpu_store):
+    from perfkit.dashboards.data import load
+
+    forward = next(f for f in cpu_report.figures if f.name == "layers-forward").fig
+    ok = load([cpu_store]).ok
+    conv1 = ok[(ok.layer == "conv1") & (ok.pass_name == "forward")].iloc[-1]
+    trace = forward.data[0]
+    text = trace.hovertext[list(trace.x).index("conv1")]
+    assert f"{conv1.time_median_s * 1e3:.6g} ms" in text  # the exact median, in ms
+    for unit in ("images/s", "FLOP/s", "p10", "p90", "reps", f"{conv1.batch} images", "rel. error vs float64",
+                 "machine"):
+        assert unit in text, unit
