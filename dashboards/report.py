@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from perfkit.dashboards import (activations, backends, energy, layers, machines, overview, regression, roofline,
                                 speedup, sweeps, training)
-from perfkit.dashboards.common import FigureBlock, Section
+from perfkit.dashboards.common import FigureBlock, NoteBlock, Section, esc
 from perfkit.dashboards.data import ReportData, load
 
 #: The report's sections, in order. Each module's `build(data)` returns a Section, or None when the stores lack its
@@ -47,11 +48,26 @@ def build(store_paths: Sequence[str | os.PathLike], benchmarks_dir: str | os.Pat
     data = load(store_paths, benchmarks_dir)
     sections = []
     for builder in SECTION_BUILDERS:
-        section = builder.build(data)
+        try:
+            section = builder.build(data)
+        except Exception as exc:  # one section's surprise (new study data, say) must not cost the whole report
+            section = _failed_section(builder, exc)
         if section is not None and section.blocks:
             sections.append(section)
     _unique_names(sections)
     return Report(data, sections)
+
+
+def _failed_section(builder, exc: Exception) -> Section:
+    name = builder.__name__.rsplit(".", 1)[-1]
+    where = ""
+    tb = traceback.extract_tb(exc.__traceback__)
+    if tb:
+        frame = tb[-1]
+        where = f" at {os.path.basename(frame.filename)}:{frame.lineno}"
+    return Section(f"failed-{name}", f"{name} (not drawn)",
+                   "This section could not be built from these stores; the rest of the report is unaffected.",
+                   [NoteBlock(esc(f"{type(exc).__name__}: {exc}{where}"), kind="warn")])
 
 
 def _unique_names(sections: list[Section]) -> None:

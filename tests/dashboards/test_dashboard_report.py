@@ -215,3 +215,16 @@ def test_hover_text_carries_exact_values_with_units(cpu_report, cpu_store):
     for unit in ("images/s", "FLOP/s", "p10", "p90", "reps", f"{conv1.batch} images", "rel. error vs float64",
                  "machine"):
         assert unit in text, unit
+
+
+def test_a_failing_section_does_not_cost_the_report(monkeypatch, cpu_store):
+    from perfkit.dashboards import build, layers
+
+    def broken(data):
+        raise KeyError("some_new_column")
+
+    monkeypatch.setattr(layers, "build", broken)
+    report = build([cpu_store])
+    ids = section_ids(report)
+    assert "failed-layers" in ids and "overview" in ids and "train-time" in ids
+    assert "KeyError" in report.to_html()
