@@ -6,6 +6,7 @@
     perfkit env [--format table|json] [--gpus]
     perfkit results [--store PATH] [--format table|json|csv]
     perfkit merge OUT IN...
+    perfkit dashboard [--store PATH ...] [-o report.html] [--png DIR] [--benchmarks DIR]
 
 Exit status: 0 success, 1 a failure while working (a refused store, a failed run), 2 bad arguments.
 """
@@ -92,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="combine stores from several machines into OUT")
     p.add_argument("out", help="store to merge into (created if missing)")
     p.add_argument("inputs", nargs="+", metavar="IN", help="stores to merge from")
+
+    p = sub.add_parser("dashboard", help="one self-contained HTML report (Plotly) from one or more stores")
+    p.add_argument("--store", action="extend", nargs="+", default=None, metavar="PATH",
+                   help=f"store(s) to report on, repeatable (default: ${STORE_ENV_VAR} or perfkit.db)")
+    p.add_argument("-o", "--output", default="report.html", help="HTML file to write (default: report.html)")
+    p.add_argument("--png", default=None, metavar="DIR",
+                   help="also write each figure as a PNG into DIR (kaleido with the system's Chrome/Chromium)")
+    p.add_argument("--benchmarks", default=None, metavar="DIR",
+                   help="pytest-benchmark JSON folder for the regression history (default: .benchmarks if present)")
     return parser
 
 
@@ -288,8 +298,33 @@ def cmd_merge(args, parser) -> int:
     return 0
 
 
+def cmd_dashboard(args, parser) -> int:
+    import os
+
+    from perfkit.dashboards import DashboardError, build, export_png
+
+    stores = args.store or [default_store_path()]
+    benchmarks = args.benchmarks
+    if benchmarks is None and os.path.isdir(".benchmarks"):
+        benchmarks = ".benchmarks"
+    elif benchmarks is not None and not os.path.isdir(benchmarks):
+        return _usage_error(parser, "dashboard", f"--benchmarks {benchmarks}: no such directory")
+    try:
+        report = build(stores, benchmarks)
+        path = report.write_html(args.output)
+        print(f"wrote {path} ({len(report.figures)} figures in {len(report.sections)} sections from "
+              f"{len(stores)} store(s){', with benchmark history from ' + benchmarks if benchmarks else ''})")
+        if args.png:
+            pngs = export_png(report, args.png)
+            print(f"wrote {len(pngs)} PNG(s) to {args.png}")
+    except DashboardError as exc:
+        print(f"perfkit dashboard: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "study": cmd_study, "layers": cmd_layers, "env": cmd_env, "results": cmd_results,
-            "merge": cmd_merge}
+            "merge": cmd_merge, "dashboard": cmd_dashboard}
 
 if __name__ == "__main__":
     sys.exit(main())

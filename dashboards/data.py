@@ -1,0 +1,245 @@
+"""What a report is built from: the stores' rows and tables, and pytest-benchmark JSON files, loaded once.
+
+Columns and tables that later versions of perfkit add (the instrumented-harness issue's energy, memory, clock and
+roofline columns; the `power_samples` and `device_peaks` tables) are optional: a store without them loads with those
+columns present and null, and the sections that need them are left out. Tables whose loaders are not part of
+`perfkit.store` are read here with plain SQL through a read-only connection.
+
+Data contract for the activation-convergence section (the activations study writes it):
+    the summary of study "activations" carries in its `data` JSON a list `curves`, one entry per point:
+        {"activation": "relu", "epoch": 3, "train_error": 0.31, "wall_s": 12.5, "dataset": "sklearn-digits"}
+    `train_error` is a fraction (0.25 = 25 %), `epoch` counts completed epochs (1 after the first), `wall_s` is the
+    training wall-clock time up to the end of that epoch; extra keys (e.g. "lr", "device") are shown in the hover.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+from perfkit.store import _read_only, load_measurements, load_runs, load_summaries
+
+#: Measurement columns added by the instrumented GPU harness (issue 5). Optional: null when a store predates them.
+OPTIONAL_COLUMNS = (
+    "l2_flushed", "cuda_graph", "torch_peak_allocated_bytes", "torch_peak_reserved_bytes", "nvml_used_bytes",
+    "gpu_memory_note", "energy_j", "energy_window_s", "energy_source", "energy_note", "energy_per_image_j",
+    "images_per_j", "cpu_energy_j", "cpu_energy_note", "power_mean_w", "power_max_w", "power_sample_count",
+    "power_note", "sm_clock_mhz", "mem_clock_mhz", "temperature_c_start", "temperature_c_end", "power_limit_w",
+    "gpu_utilization_pct", "clock_event_reasons", "power_or_thermal_throttled", "gpu_note", "peak_flops_per_s",
+    "peak_bytes_per_s", "roofline_bound_flops_per_s", "roofline_fraction", "roofline_note",
+)
+
+POWER_SAMPLE_COLUMNS = ("run_id", "case_key", "sample_index", "t_s", "power_w")
+DEVICE_PEAK_COLUMNS = ("run_id", "device", "device_name", "dtype", "matmul_flops_per_s", "copy_bytes_per_s", "method",
+                       "measured_at")
+
+#: The summary data key (of study "activations") holding convergence curves, and the keys of each point.
+CURVES_STUDY = "activations"
+CURVES_KEY = "curves"
+CURVE_FIELDS = ("activation", "epoch", "train_error", "wall_s", "dataset")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One environment fingerprint of a store: a machine and its software."""
+
+    env_id: str
+    machine_id: str
+    label: str
+    data: dict
+
+    def get(self, key, default=None):
+        return self.data.get(key, default)
+
+    @property
+    def software(self) -> str:
+        parts = [f"torch {self.get('torch') or '?'}"]
+        if self.get("torch_cuda"):
+            parts.append(f"CUDA {self.get('torch_cuda')}")
+        parts.append(f"triton {self.get('triton') or 'absent'}")
+        if self.get("gpu_driver"):
+            parts.append(f"driver {self.get('gpu_driver')}")
+        return ", ".join(parts)
+
+
+@dataclass
+class BenchmarkRun:
+    """One pytest-benchmark JSON file (a saved run of the regression suite)."""
+
+    path: Path
+    machine: str  # the storage folder pytest-benchmark files it under, e.g. Linux-CPython-3.11-64bit
+    node: str
+    datetime: pd.Timestamp
+    commit: str | None
+    commit_dirty: bool
+    branch: str | None
+    benchmarks: list[dict]  # each: name, fullname, group, stats (seconds), extra_info
+    machine_info: dict = field(default_factory=dict)
+
+
+@dataclass
+class ReportData:
+    stores: list[Path]
+    measurements: pd.DataFrame
+    runs: pd.DataFrame
+    summaries: pd.DataFrame
+    environments: dict[str, Environment]
+    power_samples: pd.DataFrame
+    device_peaks: pd.DataFrame
+    benchmarks: list[BenchmarkRun]
+    notes: list[str] = field(default_factory=list)  # what could not be read, said in the report
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        """The rows that are speed results: status "ok" with a measured time. Nothing else is plotted as speed."""
+        m = self.measurements
+        return m[(m.status == "ok") & m.time_median_s.notna()]
+
+    def machines(self) -> list[str]:
+        return sorted({e.machine_id for e in self.environments.values()})
+
+    def summary_data(self, study: str) -> list[dict]:
+        if self.summaries.empty:
+            return []
+        rows = self.summaries[self.summaries.study == study]
+        return [d for d in rows.data if isinstance(d, dict)]
+
+
+def load(store_paths: Sequence[str | os.PathLike], benchmarks_dir: str | os.PathLike | None = None) -> ReportData:
+    """Everything a report needs from the stores (and the pytest-benchmark folder, when given)."""
+    paths = [Path(p) for p in store_paths]
+    notes: list[str] = []
+    measurements = load_measurements(*paths) if paths else pd.DataFrame()
+    missing = [col for col in OPTIONAL_COLUMNS if col not in measurements]
+    if missing:
+        nulls = pd.DataFrame({col: pd.Series([None] * len(measurements), dtype=object) for col in missing},
+                             index=measurements.index)
+        measurements = pd.concat([measurements, nulls], axis=1)
+    runs = load_runs(*paths) if paths else pd.DataFrame()
+    summaries = load_summaries(*paths) if paths else pd.DataFrame()
+    environments = {}
+    for path in paths:
+        for env in _read_environments(path):
+            environments.setdefault(env.env_id, env)
+    if len(measurements):
+        measurements = _with_order(measurements)
+        short = machine_short_names(environments.values())
+        measurements["machine_short"] = measurements.machine_id.map(short).fillna(measurements.machine)
+        measurements = measurements.copy()  # one block per dtype: the sections add columns freely
+    power = _read_optional_table(paths, "power_samples", POWER_SAMPLE_COLUMNS, ("run_id", "case_key", "sample_index"),
+                                 notes)
+    peaks = _read_optional_table(paths, "device_peaks", DEVICE_PEAK_COLUMNS, ("run_id", "device", "dtype"), notes)
+    benchmarks = load_benchmarks(benchmarks_dir, notes) if benchmarks_dir else []
+    return ReportData(paths, measurements, runs, summaries, environments, power, peaks, benchmarks, notes)
+
+
+def machine_short_names(environments: Iterable[Environment]) -> dict[str, str]:
+    """A compact name per machine id for figure labels: its hostname when hostnames tell the machines apart, else
+    its full label."""
+    envs = {e.machine_id: e for e in environments}
+    hosts = {mid: (e.get("hostname") or "") for mid, e in envs.items()}
+    if all(hosts.values()) and len(set(hosts.values())) == len(hosts):
+        return hosts
+    return {mid: e.label for mid, e in envs.items()}
+
+
+def _with_order(df: pd.DataFrame) -> pd.DataFrame:
+    """Measurements with a stable order (as measured) and the columns every section relies on typed."""
+    df = df.sort_values(["run_started_at", "started_at"], kind="stable", na_position="last").reset_index(drop=True)
+    for col in ("time_median_s", "time_p10_s", "time_p90_s", "images_per_s", "achieved_flops_per_s", "error_rel",
+                "error_tolerance", "flops", "bytes_min", "arithmetic_intensity_flops_per_byte", "cpu_peak_rss_bytes",
+                *[c for c in OPTIONAL_COLUMNS if c.endswith(("_bytes", "_j", "_w", "_s", "_mhz", "_pct", "_per_s",
+                                                             "_fraction", "_per_j", "_count"))
+                  or c.startswith("temperature_")]):
+        if col in df:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    df["batch"] = pd.to_numeric(df["batch"], errors="coerce").astype("Int64")
+    df["threads"] = pd.to_numeric(df["threads"], errors="coerce").astype("Int64")
+    return df
+
+
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    return _read_only(path)  # refuses (StoreError) what is not a perfkit store
+
+
+def _tables(con: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _read_environments(path: Path) -> list[Environment]:
+    con = _connect_ro(path)
+    try:
+        rows = con.execute("SELECT env_id, machine_id, label, data FROM environments").fetchall()
+    finally:
+        con.close()
+    out = []
+    for env_id, machine_id, label, data in rows:
+        try:
+            parsed = json.loads(data) if data else {}
+        except json.JSONDecodeError:
+            parsed = {}
+        out.append(Environment(env_id, machine_id or parsed.get("machine_id") or env_id, label or env_id, parsed))
+    return out
+
+
+def _read_optional_table(paths: Iterable[Path], table: str, columns: Sequence[str], key: Sequence[str],
+                         notes: list[str]) -> pd.DataFrame:
+    frames = []
+    for path in paths:
+        con = _connect_ro(path)
+        try:
+            if table not in _tables(con):
+                continue
+            have = [r[1] for r in con.execute(f"PRAGMA table_info({table})")]
+            missing = [c for c in columns if c not in have]
+            if missing:
+                notes.append(f"{path}: table {table} lacks column(s) {', '.join(missing)}; not used.")
+                continue
+            frame = pd.read_sql_query(f"SELECT {', '.join(columns)} FROM {table}", con)
+        finally:
+            con.close()
+        frame["store"] = str(path)
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=[*columns, "store"])
+    df = pd.concat(frames, ignore_index=True)
+    return df.drop_duplicates(subset=list(key), keep="first").reset_index(drop=True)
+
+
+# -- pytest-benchmark ---------------------------------------------------------------------------------------------------
+def load_benchmarks(folder: str | os.PathLike, notes: list[str] | None = None) -> list[BenchmarkRun]:
+    """Every pytest-benchmark JSON file under `folder` (pytest-benchmark's storage layout: `<machine>/NNNN_*.json`),
+    oldest first. Files that are not pytest-benchmark output are skipped with a note."""
+    notes = notes if notes is not None else []
+    folder = Path(folder)
+    if not folder.is_dir():
+        notes.append(f"benchmark folder {folder} does not exist; no regression history.")
+        return []
+    runs = []
+    for path in sorted(folder.rglob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            notes.append(f"{path}: not readable as JSON ({type(exc).__name__}); skipped.")
+            continue
+        if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
+            notes.append(f"{path}: not a pytest-benchmark file (no 'benchmarks' list); skipped.")
+            continue
+        commit = doc.get("commit_info") or {}
+        machine_info = doc.get("machine_info") or {}
+        when = pd.to_datetime(doc.get("datetime"), utc=True, errors="coerce")
+        if pd.isna(when):
+            when = pd.Timestamp(path.stat().st_mtime, unit="s", tz="UTC")
+        rel = path.relative_to(folder)
+        machine = rel.parts[0] if len(rel.parts) > 1 else (machine_info.get("node") or "unknown machine")
+        benches = [b for b in doc["benchmarks"] if isinstance(b, dict) and isinstance(b.get("stats"), dict)]
+        runs.append(BenchmarkRun(path=path, machine=machine, node=machine_info.get("node") or "", datetime=when,
+                                 commit=commit.get("id"), commit_dirty=bool(commit.get("dirty")),
+                                 branch=commit.get("branch"), benchmarks=benches, machine_info=machine_info))
+    runs.sort(key=lambda r: (r.datetime, str(r.path)))
+    return runs

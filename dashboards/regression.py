@@ -1,0 +1,126 @@
+"""The regression suite's history, from pytest-benchmark JSON files.
+
+Needs: the files pytest-benchmark saves (`--benchmark-autosave` / `--benchmark-save`, default folder `.benchmarks`,
+laid out as `<machine>/NNNN_<name>.json`), passed as `benchmarks_dir`. Per storage folder (pytest-benchmark names it
+after the machine's platform), each benchmark's median relative to its first saved run, and the latest run's
+medians with their interquartile ranges. The benchmark's `extra_info` (backend, dtype, FLOPs...) is shown on hover.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from perfkit.dashboards.common import (Section, TableBlock, backend_color, esc, machine_color, short_commit)
+from perfkit.dashboards.plot import figure, finish, log_range
+
+MAX_LINES = 40
+
+
+def frame(runs) -> pd.DataFrame:
+    """One row per benchmark per saved run."""
+    rows = []
+    for run in runs:
+        for b in run.benchmarks:
+            stats = b["stats"]
+            rows.append(dict(machine=run.machine, file=run.path.name, datetime=run.datetime, commit=run.commit,
+                             dirty=run.commit_dirty, branch=run.branch, node=run.node, name=b.get("name"),
+                             fullname=b.get("fullname") or b.get("name"), group=b.get("group"),
+                             median_s=stats.get("median"), iqr_s=stats.get("iqr"), mean_s=stats.get("mean"),
+                             min_s=stats.get("min"), stddev_s=stats.get("stddev"), rounds=stats.get("rounds"),
+                             q1_s=stats.get("q1"), q3_s=stats.get("q3"), extra=b.get("extra_info") or {},
+                             cpu=(run.machine_info.get("cpu") or {}).get("brand_raw"),
+                             python=run.machine_info.get("python_version")))
+    df = pd.DataFrame(rows)
+    if len(df):
+        df = df.dropna(subset=["median_s"])
+        df["run"] = df.file.str.split("_").str[0]
+    return df
+
+
+def build(data) -> Section | None:
+    if not data.benchmarks:
+        return None
+    df = frame(data.benchmarks)
+    if df.empty:
+        return None
+    section = Section("regression", "Regression suite history",
+                      f"{len(data.benchmarks)} saved pytest-benchmark run(s). Each benchmark's median time relative "
+                      "to its first saved run on the same machine (1.0 = unchanged; above 1 slower), then the latest "
+                      "run's medians. Raw seconds from different days on a shared machine are noisy: the suite's "
+                      "gate decides on its own normalised comparison, this is the history to look at.")
+    for i, (machine, part) in enumerate(df.groupby("machine", sort=False)):
+        section.blocks.append(_history(data, machine, part, i))
+        section.blocks.append(_latest(data, machine, part))
+    section.blocks.append(_runs_table(data.benchmarks))
+    return section
+
+
+def _provenance(part: pd.DataFrame) -> str:
+    nodes = ", ".join(dict.fromkeys(part.node.dropna())) or "?"
+    cpus = ", ".join(dict.fromkeys(part.cpu.dropna())) or "?"
+    pythons = ", ".join(dict.fromkeys(part.python.dropna()))
+    commits = list(dict.fromkeys(short_commit(c) for c in part.commit))
+    span = commits[0] if len(commits) == 1 else f"{commits[0]} .. {commits[-1]} ({len(commits)} commits)"
+    return f"{part.iloc[0].machine} on {nodes} ({cpus}; Python {pythons}) | commits {span}"
+
+
+def _extra_text(extra: dict) -> str:
+    return "".join(f"<br>{esc(k)}: {esc(v)}" for k, v in list(extra.items())[:12])
+
+
+def _history(data, machine: str, part: pd.DataFrame, index: int):
+    part = part.sort_values(["datetime", "file"])
+    first = part.groupby("fullname").median_s.transform("first")
+    part = part.assign(_rel=part.median_s / first)
+    names = list(dict.fromkeys(part.fullname))
+    fig = figure()
+    for j, name in enumerate(names[:MAX_LINES]):
+        grp = part[part.fullname == name]
+        backend = grp.iloc[-1].extra.get("backend") if isinstance(grp.iloc[-1].extra, dict) else None
+        color = backend_color(backend) if backend else machine_color(j)
+        hover = [f"<b>{esc(r['name'])}</b><br>run {esc(r.run)} ({esc(r.file)})<br>{esc(str(r.datetime)[:19])} UTC"
+                 f"<br>commit {esc(short_commit(r.commit))}{' (dirty)' if r.dirty else ''}"
+                 f"<br>median <b>{r.median_s * 1e3:.6g} ms</b> ({r._rel:.4g}x the first run)"
+                 f"<br>IQR {r.iqr_s * 1e3:.4g} ms, min {r.min_s * 1e3:.6g} ms, {int(r.rounds)} rounds"
+                 + _extra_text(r.extra) for _, r in grp.iterrows()]
+        fig.add_trace(go.Scatter(x=grp.datetime, y=grp._rel, mode="lines+markers", name=name.split("::")[-1],
+                                 line=dict(color=color, width=1.5), marker=dict(size=7),
+                                 hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
+    fig.add_hline(y=1.0, line=dict(color="#444", width=1, dash="dot"))
+    fig.update_xaxes(title_text="saved run (date, UTC)")
+    fig.update_yaxes(type="log", range=log_range(list(part._rel) + [0.8, 1.25], 0.05),
+                     title_text="median / first run's median (log scale)")
+    dropped = len(names) - MAX_LINES
+    return finish(fig, f"regression-history-{index}", f"Benchmark history: {machine}", data, None, height=480,
+                  provenance_text=_provenance(part),
+                  caption=f"{part.run.nunique()} saved run(s) from {esc(machine)}."
+                          + (f" {dropped} more benchmark(s) not drawn." if dropped > 0 else ""))
+
+
+def _latest(data, machine: str, part: pd.DataFrame):
+    last_file = part.sort_values(["datetime", "file"]).iloc[-1].file
+    last = part[part.file == last_file].sort_values("fullname")
+    fig = figure()
+    colors = [backend_color(e.get("backend")) if isinstance(e, dict) and e.get("backend") else "#6f7f8f"
+              for e in last.extra]
+    err = None
+    if last.q1_s.notna().all() and last.q3_s.notna().all():
+        err = dict(type="data", symmetric=False, array=((last.q3_s - last.median_s) * 1e3).tolist(),
+                   arrayminus=((last.median_s - last.q1_s) * 1e3).tolist(), thickness=1.1, width=3, color="#4a5560")
+    hover = [f"<b>{esc(r['name'])}</b><br>median <b>{r.median_s * 1e3:.6g} ms</b><br>IQR {r.iqr_s * 1e3:.6g} ms "
+             f"(q1 {r.q1_s * 1e3:.6g}, q3 {r.q3_s * 1e3:.6g})<br>mean {r.mean_s * 1e3:.6g} ms ± "
+             f"{r.stddev_s * 1e3:.4g}<br>{int(r.rounds)} rounds" + _extra_text(r.extra) for _, r in last.iterrows()]
+    fig.add_trace(go.Bar(x=last.median_s * 1e3, y=last["name"], orientation="h", marker=dict(color=colors),
+                         error_x=err, hovertext=hover, hovertemplate="%{hovertext}<extra></extra>", showlegend=False))
+    fig.update_xaxes(type="log", title_text="median time (ms, log scale), whiskers q1-q3")
+    fig.update_yaxes(categoryorder="array", categoryarray=list(last["name"])[::-1])
+    return finish(fig, f"regression-latest-{machine}", f"Latest saved run: {last_file}", data, None,
+                  height=max(300, 140 + 22 * len(last)), provenance_text=_provenance(last),
+                  caption="Bars coloured by the benchmark's backend (extra_info) when it says one.")
+
+
+def _runs_table(runs) -> TableBlock:
+    rows = [[esc(r.machine), esc(r.path.name), esc(str(r.datetime)[:19]), esc(short_commit(r.commit))
+             + (" (dirty)" if r.commit_dirty else ""), esc(r.branch or "-"), str(len(r.benchmarks))] for r in runs]
+    return TableBlock(["machine folder", "file", "saved (UTC)", "commit", "branch", "benchmarks"], rows,
+                      title="Saved benchmark runs")

@@ -1,0 +1,107 @@
+"""Loading stores and benchmark files for the report; the published figures module."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from perfkit.dashboards import reference as ref
+from perfkit.dashboards.data import OPTIONAL_COLUMNS, load, load_benchmarks
+from perfkit.store import Store, StoreError
+
+def _reference_md() -> Path | None:
+    """The project's REFERENCE.md: $PERFKIT_REFERENCE_MD, else shared/REFERENCE.md beside the checkout (or beside a
+    folder holding it, for git worktrees)."""
+    import os
+
+    given = os.environ.get("PERFKIT_REFERENCE_MD")
+    if given:
+        return Path(given)
+    for parent in Path(__file__).resolve().parents[2:5]:
+        candidate = parent / "shared" / "REFERENCE.md"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+REFERENCE_MD = _reference_md()
+
+
+def test_cpu_store_loads_without_the_harness_columns(cpu_store):
+    data = load([cpu_store])
+    m = data.measurements
+    assert len(m) > 0 and set(m.status) <= {"ok", "incorrect", "skipped", "oom", "error"}
+    for col in OPTIONAL_COLUMNS:  # present, and null: this store predates them
+        assert col in m and m[col].isna().all()
+    assert data.power_samples.empty and data.device_peaks.empty
+    assert len(data.environments) == 1 and data.machines() == [m.machine_id.iloc[0]]
+    assert (m.machine_short == next(iter(data.environments.values())).get("hostname")).all()
+
+
+def test_fabricated_store_has_the_optional_tables(gpu_store):
+    data = load([gpu_store])
+    assert len(data.power_samples) > 0 and len(data.device_peaks) == 3
+    assert data.measurements.energy_per_image_j.notna().any()
+    assert all(e.get("fabricated") for e in data.environments.values())
+
+
+def test_several_stores_and_a_merged_store_give_the_same_rows(cpu_store, gpu_store, merged_store):
+    both = load([cpu_store, gpu_store])
+    merged = load([merged_store])
+    assert len(both.machines()) == 2 and len(merged.machines()) == 2
+    key = ["run_id", "case_key"]
+    assert sorted(map(tuple, both.measurements[key].values)) == sorted(map(tuple, merged.measurements[key].values))
+
+
+def test_a_file_that_is_not_a_store_is_refused(tmp_path):
+    bad = tmp_path / "notes.db"
+    bad.write_text("not sqlite")
+    with pytest.raises(StoreError):
+        load([bad])
+    with pytest.raises(StoreError):
+        load([tmp_path / "missing.db"])
+
+
+def test_an_empty_store_loads(tmp_path):
+    Store.open(tmp_path / "empty.db").close()
+    data = load([tmp_path / "empty.db"])
+    assert data.measurements.empty and data.ok.empty
+
+
+def test_benchmark_files_load_oldest_first_and_others_are_skipped(benchmarks_dir, tmp_path):
+    runs = load_benchmarks(benchmarks_dir)
+    assert len(runs) == 2 and runs[0].datetime <= runs[1].datetime
+    assert {b["name"] for b in runs[0].benchmarks} == {"test_sum[2000]", "test_sum[40000]", "test_sorted"}
+    assert runs[0].machine == Path(runs[0].path).parent.name  # pytest-benchmark's <machine>/ folder
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "other.json").write_text(json.dumps({"hello": 1}))
+    (tmp_path / "x" / "broken.json").write_text("{")
+    notes: list[str] = []
+    assert load_benchmarks(tmp_path, notes) == [] and len(notes) == 2
+
+
+def test_published_figures_have_sources():
+    for r in ref.ALL:
+        assert r.source and r.text and r.unit
+        assert r.high is None or r.high > r.low
+
+
+def _renderings(value: float) -> set[str]:
+    out = {f"{value:g}", f"{value:,.0f}", f"{value:,g}"}
+    for scale, suffix in ((1e12, ""), (1e9, ""), (1e6, "M")):
+        if value >= scale:
+            out.add(f"{value / scale:g}{suffix}")
+    return out
+
+
+@pytest.mark.skipif(REFERENCE_MD is None or not REFERENCE_MD.is_file(),
+                    reason="REFERENCE.md not found beside the checkout (set PERFKIT_REFERENCE_MD)")
+def test_every_published_number_is_in_reference_md():
+    text = REFERENCE_MD.read_text()
+    numbers = set(re.findall(r"\d+(?:,\d{3})*(?:\.\d+)?M?", text))
+    for r in ref.ALL:
+        for value in (r.low, r.high):
+            if value is not None:
+                assert _renderings(value) & numbers, f"{r.key}: {value} not found in REFERENCE.md"
