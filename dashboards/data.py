@@ -1,9 +1,8 @@
 """What a report is built from: the stores' rows and tables, and pytest-benchmark JSON files, loaded once.
 
-Columns and tables that later versions of perfkit add (the instrumented-harness issue's energy, memory, clock and
-roofline columns; the `power_samples` and `device_peaks` tables) are optional: a store without them loads with those
-columns present and null, and the sections that need them are left out. Tables whose loaders are not part of
-`perfkit.store` are read here with plain SQL through a read-only connection.
+Stores written by an older perfkit may lack columns (the harness's energy, memory, clock and roofline columns) or
+tables (`power_samples`, `device_peaks`): they load with those columns present and null, and the sections that need
+them are left out.
 
 Data contract for the activation-convergence section (the activations study writes it):
     the summary of study "activations" carries in its `data` JSON a list `curves`, one entry per point:
@@ -15,28 +14,18 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
 
-from perfkit.store import _read_only, load_measurements, load_runs, load_summaries
+from perfkit.records import MEASUREMENT_FIELDS
+from perfkit.store import (load_device_peaks, load_environments, load_measurements, load_power_samples, load_runs,
+                           load_summaries)
 
-#: Measurement columns added by the instrumented GPU harness (issue 5). Optional: null when a store predates them.
-OPTIONAL_COLUMNS = (
-    "l2_flushed", "cuda_graph", "torch_peak_allocated_bytes", "torch_peak_reserved_bytes", "nvml_used_bytes",
-    "gpu_memory_note", "energy_j", "energy_window_s", "energy_source", "energy_note", "energy_per_image_j",
-    "images_per_j", "cpu_energy_j", "cpu_energy_note", "power_mean_w", "power_max_w", "power_sample_count",
-    "power_note", "sm_clock_mhz", "mem_clock_mhz", "temperature_c_start", "temperature_c_end", "power_limit_w",
-    "gpu_utilization_pct", "clock_event_reasons", "power_or_thermal_throttled", "gpu_note", "peak_flops_per_s",
-    "peak_bytes_per_s", "roofline_bound_flops_per_s", "roofline_fraction", "roofline_note",
-)
-
-POWER_SAMPLE_COLUMNS = ("run_id", "case_key", "sample_index", "t_s", "power_w")
-DEVICE_PEAK_COLUMNS = ("run_id", "device", "device_name", "dtype", "matmul_flops_per_s", "copy_bytes_per_s", "method",
-                       "measured_at")
+#: Every measurement column; a store that predates some of them gets them as nulls.
+OPTIONAL_COLUMNS = MEASUREMENT_FIELDS
 
 #: The summary data key (of study "activations") holding convergence curves, and the keys of each point.
 CURVES_STUDY = "activations"
@@ -123,17 +112,17 @@ def load(store_paths: Sequence[str | os.PathLike], benchmarks_dir: str | os.Path
     runs = load_runs(*paths) if paths else pd.DataFrame()
     summaries = load_summaries(*paths) if paths else pd.DataFrame()
     environments = {}
-    for path in paths:
-        for env in _read_environments(path):
-            environments.setdefault(env.env_id, env)
+    envs = load_environments(*paths) if paths else pd.DataFrame()
+    for env in envs.itertuples():
+        environments.setdefault(env.env_id, Environment(env.env_id, env.machine_id or env.data.get("machine_id") or
+                                                        env.env_id, env.label or env.env_id, env.data))
     if len(measurements):
         measurements = _with_order(measurements)
         short = machine_short_names(environments.values())
         measurements["machine_short"] = measurements.machine_id.map(short).fillna(measurements.machine)
         measurements = measurements.copy()  # one block per dtype: the sections add columns freely
-    power = _read_optional_table(paths, "power_samples", POWER_SAMPLE_COLUMNS, ("run_id", "case_key", "sample_index"),
-                                 notes)
-    peaks = _read_optional_table(paths, "device_peaks", DEVICE_PEAK_COLUMNS, ("run_id", "device", "dtype"), notes)
+    power = load_power_samples(*paths) if paths else pd.DataFrame()
+    peaks = load_device_peaks(*paths) if paths else pd.DataFrame()
     benchmarks = load_benchmarks(benchmarks_dir, notes) if benchmarks_dir else []
     return ReportData(paths, measurements, runs, summaries, environments, power, peaks, benchmarks, notes)
 
@@ -161,54 +150,6 @@ def _with_order(df: pd.DataFrame) -> pd.DataFrame:
     df["batch"] = pd.to_numeric(df["batch"], errors="coerce").astype("Int64")
     df["threads"] = pd.to_numeric(df["threads"], errors="coerce").astype("Int64")
     return df
-
-
-def _connect_ro(path: Path) -> sqlite3.Connection:
-    return _read_only(path)  # refuses (StoreError) what is not a perfkit store
-
-
-def _tables(con: sqlite3.Connection) -> set[str]:
-    return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-
-
-def _read_environments(path: Path) -> list[Environment]:
-    con = _connect_ro(path)
-    try:
-        rows = con.execute("SELECT env_id, machine_id, label, data FROM environments").fetchall()
-    finally:
-        con.close()
-    out = []
-    for env_id, machine_id, label, data in rows:
-        try:
-            parsed = json.loads(data) if data else {}
-        except json.JSONDecodeError:
-            parsed = {}
-        out.append(Environment(env_id, machine_id or parsed.get("machine_id") or env_id, label or env_id, parsed))
-    return out
-
-
-def _read_optional_table(paths: Iterable[Path], table: str, columns: Sequence[str], key: Sequence[str],
-                         notes: list[str]) -> pd.DataFrame:
-    frames = []
-    for path in paths:
-        con = _connect_ro(path)
-        try:
-            if table not in _tables(con):
-                continue
-            have = [r[1] for r in con.execute(f"PRAGMA table_info({table})")]
-            missing = [c for c in columns if c not in have]
-            if missing:
-                notes.append(f"{path}: table {table} lacks column(s) {', '.join(missing)}; not used.")
-                continue
-            frame = pd.read_sql_query(f"SELECT {', '.join(columns)} FROM {table}", con)
-        finally:
-            con.close()
-        frame["store"] = str(path)
-        frames.append(frame)
-    if not frames:
-        return pd.DataFrame(columns=[*columns, "store"])
-    df = pd.concat(frames, ignore_index=True)
-    return df.drop_duplicates(subset=list(key), keep="first").reset_index(drop=True)
 
 
 # -- pytest-benchmark ---------------------------------------------------------------------------------------------------

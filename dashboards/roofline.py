@@ -57,22 +57,33 @@ def _ceilings(data) -> pd.DataFrame:
         runs = data.runs[["run_id", "machine_id"]].drop_duplicates("run_id")
         joined = peaks.merge(runs, on="run_id", how="left")
         for _, p in joined.dropna(subset=["machine_id"]).iterrows():
-            out.append(dict(machine_id=p.machine_id, device=p.device, dtype=p['dtype'],
+            out.append(dict(machine_id=p.machine_id, device=p.device, dtype=p['dtype'], threads=_cpu_threads(p),
                             flops=float(p.matmul_flops_per_s) if pd.notna(p.matmul_flops_per_s) else None,
                             bytes=float(p.copy_bytes_per_s) if pd.notna(p.copy_bytes_per_s) else None,
                             source=f"device_peaks ({p.method or 'method not recorded'}, {p.measured_at or '?'})"))
-    have = {(o["machine_id"], o["device"], o['dtype']) for o in out}
+    have = {(o["machine_id"], o["device"], o['dtype'], o["threads"]) for o in out}
     m = data.measurements
     cols = m.dropna(subset=["peak_flops_per_s"]) if len(m) else m
-    for (machine_id, device, dtype), grp in (cols.groupby(["machine_id", "device", "dtype"]) if len(cols) else []):
-        if (machine_id, device, dtype) in have:
+    if len(cols):
+        cols = cols.assign(peak_threads=[_cpu_threads(r) for _, r in cols.iterrows()])
+    groups = cols.groupby(["machine_id", "device", "dtype", "peak_threads"], dropna=False) if len(cols) else []
+    for (machine_id, device, dtype, threads), grp in groups:
+        threads = None if pd.isna(threads) else int(threads)
+        if (machine_id, device, dtype, threads) in have:
             continue
-        out.append(dict(machine_id=machine_id, device=device, dtype=dtype,
+        out.append(dict(machine_id=machine_id, device=device, dtype=dtype, threads=threads,
                         flops=float(grp.peak_flops_per_s.iloc[-1]),
                         bytes=float(grp.peak_bytes_per_s.iloc[-1]) if grp.peak_bytes_per_s.notna().any() else None,
                         source="the rows' peak_flops_per_s / peak_bytes_per_s"))
-    df = pd.DataFrame(out, columns=["machine_id", "device", "dtype", "flops", "bytes", "source"])
-    return df.drop_duplicates(["machine_id", "device", "dtype"], keep="last")
+    df = pd.DataFrame(out, columns=["machine_id", "device", "dtype", "threads", "flops", "bytes", "source"])
+    return df.drop_duplicates(["machine_id", "device", "dtype", "threads"], keep="last")
+
+
+def _cpu_threads(row) -> int | None:
+    """A CPU's peaks depend on its thread count, a GPU's do not: the count for CPU peaks and rows, else None."""
+    if str(row.device).startswith("cuda") or pd.isna(row.get("threads")):
+        return None
+    return int(row.threads)
 
 
 def _roof(flops: float | None, bw: float | None, x0: float, x1: float):
@@ -92,13 +103,16 @@ def _figure(data, part: pd.DataFrame, ceilings: pd.DataFrame, machine_id: str, d
     fig = figure()
     # ceilings per dtype plotted (dtypes without points are left out to keep the figure readable)
     used = ceilings[ceilings.dtype.isin(set(part.dtype))] if len(ceilings) else ceilings
+    if len(used) and used.threads.notna().any():  # a CPU: the roofs of the thread counts its points ran with
+        used = used[used.threads.isin(set(part.threads.dropna().astype(int)))]
     ys = list(part.achieved_flops_per_s)
     for _, c in used.iterrows():
         xs, yr = _roof(c.flops, c.bytes, x0, x1)
         ys += yr
         fig.add_trace(go.Scatter(
-            x=xs, y=yr, mode="lines", name=f"roof {dtype_name(c['dtype'])}: {fmt_si(c.flops, 'FLOP/s')}, "
-                                           f"{fmt_si(c.bytes, 'B/s')}",
+            x=xs, y=yr, mode="lines", name=f"roof {dtype_name(c['dtype'])}"
+                                           f"{'' if pd.isna(c.threads) else f', {int(c.threads)} threads'}: "
+                                           f"{fmt_si(c.flops, 'FLOP/s')}, {fmt_si(c.bytes, 'B/s')}",
             line=dict(color="#2d3640", width=2, dash=DTYPE_DASHES.get(c['dtype'], "solid")), legendgroup="roof",
             hovertemplate=(f"<b>measured roof, {esc(dtype_name(c['dtype']))}</b>"
                            f"<br>compute {esc(fmt_si(c.flops, 'FLOP/s', 6))}"

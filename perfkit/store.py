@@ -320,6 +320,14 @@ def load_runs(*paths: str | os.PathLike):
     return df
 
 
+def load_environments(*paths: str | os.PathLike):
+    """Environment fingerprints: env_id, machine_id, label and the full description (`data`, a dict)."""
+    df = _read_tables(paths or (default_store_path(),), "SELECT * FROM environments", ("env_id",))
+    if len(df):
+        df["data"] = df["data"].map(lambda s: json.loads(s) if s else {})
+    return df
+
+
 def load_summaries(*paths: str | os.PathLike):
     df = _read_tables(paths or (default_store_path(),), "SELECT * FROM summaries", ("run_id", "study"))
     if len(df):

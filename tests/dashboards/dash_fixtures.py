@@ -14,7 +14,7 @@ import random
 import sqlite3
 from pathlib import Path
 
-from perfkit.dashboards.data import DEVICE_PEAK_COLUMNS, OPTIONAL_COLUMNS
+from perfkit.store import DEVICE_PEAK_COLUMNS
 from perfkit.env import machine_id
 from perfkit.specs import build_network
 from perfkit.store import Store
@@ -30,19 +30,6 @@ _PEAK_FLOPS = {"float32": 40e12, "tf32": 250e12, "float16": 500e12, "bfloat16": 
 _PEAK_BYTES = 2.5e12
 _CPU_FLOPS = {1: 60e9, 16: 700e9}
 _CPU_BYTES = {1: 10e9, 16: 60e9}
-
-_EXTRA_DDL = {
-    "power_samples": "CREATE TABLE power_samples (run_id TEXT, case_key TEXT, sample_index INTEGER, t_s REAL, "
-                     "power_w REAL, PRIMARY KEY (run_id, case_key, sample_index))",
-    "device_peaks": "CREATE TABLE device_peaks (run_id TEXT, device TEXT, device_name TEXT, dtype TEXT, "
-                    "matmul_flops_per_s REAL, copy_bytes_per_s REAL, method TEXT, measured_at TEXT)",
-}
-_OPTIONAL_TYPES = {c: ("INTEGER" if c in ("l2_flushed", "cuda_graph", "power_or_thermal_throttled",
-                                          "power_sample_count", "torch_peak_allocated_bytes",
-                                          "torch_peak_reserved_bytes", "nvml_used_bytes")
-                       else "TEXT" if c.endswith(("_note", "_source", "_reasons")) else "REAL")
-                   for c in OPTIONAL_COLUMNS}
-
 
 def fixture_environment(hostname: str = FIXTURE_HOST, gpu_name: str = FIXTURE_GPU_NAME) -> dict:
     env = {"hostname": hostname, "os": "Linux-fabricated-fixture", "machine": "x86_64", "cpu_model": FIXTURE_CPU,
@@ -60,14 +47,6 @@ class _Writer:
     def __init__(self, path: Path, env: dict, rng: random.Random):
         self.store = Store.open(path)
         self.con: sqlite3.Connection = self.store.con
-        have = {r[1] for r in self.con.execute("PRAGMA table_info(measurements)")}
-        for col, typ in _OPTIONAL_TYPES.items():
-            if col not in have:
-                self.con.execute(f"ALTER TABLE measurements ADD COLUMN {col} {typ}")
-        tables = {r[0] for r in self.con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        for name, ddl in _EXTRA_DDL.items():
-            if name not in tables:
-                self.con.execute(ddl)
         self.env = env
         self.env_id = "fixture-" + env["machine_id"][:8]
         self.store.add_environment(env, self.env_id, f"{env['gpus'][0]['name']} ({env['hostname']})")
@@ -232,16 +211,17 @@ def fabricated_gpu_store(path: str | Path, seed: int = 0, hostname: str = FIXTUR
                     t = i * 0.1
                     ramp = min(1.0, t / 0.6)
                     samples.append((run, row["case_key"], i, t, 90 + (mean_w - 90) * ramp + w.rng.uniform(-12, 12)))
-    w.con.executemany("INSERT INTO power_samples VALUES (?, ?, ?, ?, ?)", samples)
+    w.con.executemany("INSERT INTO power_samples (run_id, case_key, sample_index, t_s, power_w, source) "
+                      "VALUES (?, ?, ?, ?, ?, 'fabricated')", samples)
 
     run = w.run("roofline")
     runs.append(run)
     peaks = []
     for dtype in ("float32", "tf32", "bfloat16"):
-        peaks.append((run, "cuda:0", FIXTURE_GPU_NAME, dtype, _PEAK_FLOPS[dtype] * 0.9, _PEAK_BYTES * 0.9,
-                      "fabricated: toy model", "2026-01-01T00:00:00+00:00"))
-    w.con.executemany(f"INSERT INTO device_peaks ({', '.join(DEVICE_PEAK_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                      peaks)
+        peaks.append((run, "cuda:0", FIXTURE_GPU_NAME, dtype, 16, _PEAK_FLOPS[dtype] * 0.9, _PEAK_BYTES * 0.9,
+                      "fabricated: toy model", "2026-01-01T00:00:00+00:00", None))
+    w.con.executemany(f"INSERT INTO device_peaks ({', '.join(DEVICE_PEAK_COLUMNS)}) VALUES "
+                      f"({', '.join('?' * len(DEVICE_PEAK_COLUMNS))})", peaks)
     for layer in layers:
         for backend in ("torch", "triton"):
             for dtype in ("float32", "bfloat16"):

@@ -29,15 +29,32 @@ def _reference_md() -> Path | None:
 REFERENCE_MD = _reference_md()
 
 
-def test_cpu_store_loads_without_the_harness_columns(cpu_store):
+def test_cpu_store_loads_with_null_energy_and_measured_peaks(cpu_store):
     data = load([cpu_store])
     m = data.measurements
     assert len(m) > 0 and set(m.status) <= {"ok", "incorrect", "skipped", "oom", "error"}
-    for col in OPTIONAL_COLUMNS:  # present, and null: this store predates them
-        assert col in m and m[col].isna().all()
-    assert data.power_samples.empty and data.device_peaks.empty
+    assert m.energy_j.isna().all() and m.energy_note.notna().all()  # no energy counter here: null with the reason
+    assert data.power_samples.empty and len(data.device_peaks) >= 1
     assert len(data.environments) == 1 and data.machines() == [m.machine_id.iloc[0]]
     assert (m.machine_short == next(iter(data.environments.values())).get("hostname")).all()
+
+
+def test_a_store_that_predates_some_columns_loads_them_as_null(cpu_store, tmp_path):
+    import shutil
+    import sqlite3
+
+    old = tmp_path / "old.db"
+    shutil.copy(cpu_store, old)
+    con = sqlite3.connect(old)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for col in ("energy_j", "roofline_fraction"):
+        con.execute(f"ALTER TABLE measurements DROP COLUMN {col}")
+    con.commit()
+    con.close()
+    m = load([old]).measurements
+    for col in OPTIONAL_COLUMNS:
+        assert col in m
+    assert m.energy_j.isna().all() and m.roofline_fraction.isna().all()
 
 
 def test_fabricated_store_has_the_optional_tables(gpu_store):
