@@ -1,6 +1,6 @@
 """The `perfkit` command.
 
-    perfkit run [--device auto|cpu|cuda] [--quick] [--store PATH]      the default studies for this hardware
+    perfkit run [--device auto|cpu|cuda] [--quick] [--store PATH]      the default studies, and their dashboard
     perfkit study --list | NAME [--device ...] [--quick] [--store PATH] one study
     perfkit layers [--variant V] [--batch N] [--dtype D] [--format table|json|csv]
     perfkit env [--format table|json] [--gpus]
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from perfkit.store import STORE_ENV_VAR, StoreError, default_store_path
 
@@ -66,8 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("run", help="run the default studies on the hardware found and print a summary")
+    p = sub.add_parser("run", help="run the default studies on the hardware found, print a summary, write the dashboard")
     _add_study_args(p)
+    p.add_argument("--report", default=None, help="dashboard HTML to write (default: beside the store, "
+                                                  "perfkit.db -> perfkit-report.html)")
+    p.add_argument("--no-report", action="store_true", help="do not write the dashboard")
 
     p = sub.add_parser("study", help="run one study, or list them")
     p.add_argument("name", nargs="?", help="the study to run")
@@ -166,10 +170,32 @@ def _run_studies(names, args, parser, command) -> int:
     return 0
 
 
+def default_report_path(store: str) -> str:
+    """The main job's report beside its store: perfkit.db -> perfkit-report.html."""
+    path = Path(store)
+    return str(path.with_name(f"{path.stem}-report.html"))
+
+
 def cmd_run(args, parser) -> int:
     from perfkit.studies import DEFAULT_STUDIES
 
-    return _run_studies(DEFAULT_STUDIES, args, parser, "run")
+    code = _run_studies(DEFAULT_STUDIES, args, parser, "run")
+    if args.no_report or code == 2:
+        return code
+    store = args.store or default_store_path()
+    output = args.report or default_report_path(store)
+    try:
+        from perfkit.dashboards import DashboardError, build_report
+    except ImportError as exc:  # a broken install: the measurements are stored all the same
+        print(f"perfkit run: no dashboard ({exc})", file=sys.stderr)
+        return code
+    try:
+        history = Path(".benchmarks")  # the regression suite's saved runs, when this is a perfkit checkout
+        written = build_report([store], output, benchmarks_dir=history if history.is_dir() else None)
+        print(f"dashboard: {written} (self-contained HTML; open it in a browser, no network needed)", file=sys.stderr)
+    except DashboardError as exc:  # e.g. plotly missing: the run itself succeeded
+        print(f"perfkit run: no dashboard: {exc}", file=sys.stderr)
+    return code
 
 
 def cmd_study(args, parser) -> int:

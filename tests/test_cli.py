@@ -1,6 +1,7 @@
 """The perfkit command: exit codes, formats, and the main job killed and resumed."""
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -124,6 +125,11 @@ def test_main_job_killed_mid_way_resumes_and_stores_every_case_once(tmp_path):
     layers = {(r["layer"], r["pass_name"]) for r in rows}
     for name in list(build_network("alexnet2012").layer_names) + ["network"]:
         assert {(name, "forward"), (name, "train_step")} <= layers, name
+
+    # and the main job's dashboard, beside the store, needs no network
+    report = (tmp_path / "perfkit-report.html").read_text()
+    assert "dashboard:" in done.stderr and "<script" in report
+    assert not re.search(r"<(script|link)[^>]+(src|href)=[\"']?(https?:)?//", report)
 
 
 def test_merge_command(tmp_path, capsys):
