@@ -15,6 +15,8 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from perfkit import report
+
 FLOPS_CONVENTION = "a multiply-add is 2 FLOPs"
 
 # -- names --------------------------------------------------------------------------------------------------------------
@@ -103,14 +105,8 @@ def is_num(value) -> bool:
 
 
 def fmt_si(value, unit: str = "", digits: int = 4) -> str:
-    """1.234e9, 'FLOP/s' -> '1.234 GFLOP/s'; missing -> '-'."""
-    if not is_num(value):
-        return "-"
-    value = float(value)
-    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.{digits}g} {prefix}{unit}"
-    return f"{value:.{digits}g} {unit}".rstrip()
+    """1.234e9, 'FLOP/s' -> '1.234 GFLOP/s'; missing -> '-'. (Four digits: hover text shows exact-enough values.)"""
+    return report.fmt_si(value, unit, digits)
 
 
 def fmt_bytes(value) -> str:

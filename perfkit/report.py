@@ -5,11 +5,22 @@ import math
 from typing import Callable, Sequence
 
 
+def as_number(value) -> float | None:
+    """A float, or None for anything missing: None, NaN, pandas' NA, text."""
+    if isinstance(value, (str, bytes)):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
 def fmt_si(value, unit: str = "", digits: int = 3) -> str:
-    """1.23e9 -> '1.23 G' + unit; None -> '-'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """1.23e9 -> '1.23 G' + unit; missing -> '-'."""
+    value = as_number(value)
+    if value is None:
         return "-"
-    value = float(value)
     for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= scale:
             return f"{value / scale:.{digits}g} {prefix}{unit}"
