@@ -39,7 +39,7 @@ from perfkit.records import Measurement
 from perfkit.specs import Network, build_network
 from perfkit.store import Store, utc_now
 from perfkit.timer import TimingPolicy, timer_for
-from perfkit.workload import TOLERANCES, Workload, check, make_inputs, reference_results
+from perfkit.workload import TOLERANCES, Workload, autocast_dtype, check, make_inputs, reference_results
 
 
 #: Why a row of a `--quick` run has no energy: its sustained window is skipped.
@@ -187,6 +187,8 @@ class Runner:
         row.started_at = started
         backend = get_backend(case.backend)
         reason = backend.unavailable_reason(case.device, case.dtype, case.pass_name)
+        if not reason and case.option("autocast", False) and not backend.supports_autocast:
+            reason = f"the {case.backend} backend does not run under torch.autocast (it runs its dtype natively)"
         if reason:
             return replace(row, status="skipped", note=reason, finished_at=utc_now())
         try:
@@ -213,14 +215,16 @@ class Runner:
         network = self.network(case)
         layers = case_layers(network, case)
         params = self.shared_parameters(case)
-        dtype = torch_dtype(case.dtype)
+        autocast = autocast_dtype(case)  # under autocast the module and its inputs stay float32
+        dtype = torch.float32 if autocast is not None else torch_dtype(case.dtype)
         module = backend.build(layers, params, case.device, dtype)
 
         # 1. correctness against the float64 CPU reference
         check_batch = min(case.batch, self.config.check_batch)
         inputs = make_inputs(layers, check_batch, self._input_seed(case, "check"))
         module.capture_dropout_masks = True
-        got = Workload(module, case.pass_name, inputs, case.device, dtype, backend.make_optimizer).run_once()
+        got = Workload(module, case.pass_name, inputs, case.device, dtype, backend.make_optimizer,
+                       autocast).run_once()
         module.capture_dropout_masks = False
         masks = dict(module.captured_dropout_masks)
         module.captured_dropout_masks.clear()
@@ -237,7 +241,7 @@ class Runner:
 
         # 2. timing, under the memory monitors
         workload = Workload(module, case.pass_name, make_inputs(layers, case.batch, self._input_seed(case, "time")),
-                            case.device, dtype, backend.make_optimizer)
+                            case.device, dtype, backend.make_optimizer, autocast)
         monitors = monitors_for(case.device, self.config.power_interval_s, self.config.powercap_root)
         sustained = [m for m in monitors if m.min_window_s > 0]
         timer = timer_for(case.device)

@@ -12,9 +12,16 @@ Correctness: the same work on fresh random inputs, compared with the torch backe
 parameters, inputs and dropout masks. The error is the relative Frobenius error ||got - want|| / ||want||, worst over
 the compared tensors: the output (forward); the input and parameter gradients (backward); the gradients and the
 updated parameters (train_step).
+
+Autocast (mixed precision as torch users run it): a case with the option `autocast` set runs a float32 module on float32
+inputs with its forward (and loss) under `torch.autocast(device_type, dtype)`, where dtype is the case's dtype (float16
+or bfloat16); backward and the optimizer step run outside it, as torch recommends. Its check uses that dtype's
+tolerance, and the cost model counts its traffic in that dtype (the activations'; its float32 parameters are a small
+part of the bytes). `autocast_dtype(case)` says which dtype, if any.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -24,6 +31,18 @@ from perfkit.specs import NUM_CLASSES, CrossEntropy, LayerSpec
 
 #: Largest relative error a backend may show against the float64 reference, per dtype.
 TOLERANCES = {"float64": 1e-10, "float32": 1e-4, "tf32": 1e-2, "float16": 1e-2, "bfloat16": 5e-2}
+
+#: The dtypes torch.autocast can run a case in.
+AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def autocast_dtype(case) -> torch.dtype | None:
+    """The dtype a case's forward runs in under torch.autocast (case option `autocast` true), or None without it."""
+    if not case.option("autocast", False):
+        return None
+    if case.dtype not in AUTOCAST_DTYPES:
+        raise ValueError(f"autocast needs dtype float16 or bfloat16 (the dtype autocast runs in), not {case.dtype!r}")
+    return AUTOCAST_DTYPES[case.dtype]
 
 
 def make_inputs(layers: Sequence[LayerSpec], batch: int, seed: int) -> dict[str, torch.Tensor]:
@@ -43,8 +62,9 @@ class Workload:
     """One pass of `module` over fixed inputs. `run()` is the timed call; `prepare()` (or None) runs before each."""
 
     def __init__(self, module: AlexNetModule, pass_name: str, inputs: dict[str, torch.Tensor], device, dtype,
-                 make_optimizer=None):
+                 make_optimizer=None, autocast: torch.dtype | None = None):
         self.module = module
+        self.autocast = autocast  # run the forward under torch.autocast in this dtype (module and inputs float32)
         self.pass_name = pass_name
         self.x = inputs["x"].detach().to(device=device, dtype=dtype, copy=True)  # a leaf of its own
         self.target = inputs["target"].to(device) if "target" in inputs else None
@@ -59,8 +79,13 @@ class Workload:
         self.prepare = self._forward_with_graph if pass_name == "backward" else None
         self.run = {"forward": self._forward, "backward": self._backward, "train_step": self._train_step}[pass_name]
 
+    def _autocast(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.x.device.type, dtype=self.autocast)
+
     def _forward(self):
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             self.out = self.module(self.x, self.target)
 
     def _zero_grads(self):
@@ -70,7 +95,8 @@ class Workload:
 
     def _forward_with_graph(self):
         self._zero_grads()
-        self.out = self.module(self.x, self.target)
+        with self._autocast():
+            self.out = self.module(self.x, self.target)
 
     def _backward(self):
         if self.out.dim() == 0:

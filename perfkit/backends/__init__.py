@@ -27,6 +27,7 @@ class Backend:
     is_baseline = False
     passes = ("forward", "backward", "train_step")
     devices = ("cpu", "cuda")
+    supports_autocast = True  # runs torch operators, which torch.autocast can cast (case option "autocast")
 
     def unavailable_reason(self, device: str, dtype: str, pass_name: str) -> str | None:
         """Why this backend cannot run a case here (a sentence), or None when it can."""

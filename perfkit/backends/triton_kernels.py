@@ -57,6 +57,7 @@ class TritonBackend(Backend):
     description = "hand-written Triton kernels with fusions (perfkit.kernels)"
     devices = ("cuda",)
     passes = ("forward",)  # backward kernels and the Triton train step come with their own issue
+    supports_autocast = False  # its kernels run the dtype they are given: use the native dtype instead
 
     def unavailable_reason(self, device, dtype, pass_name):
         if device.split(":")[0] == "cpu":
