@@ -1,6 +1,8 @@
 """The `perfkit` command.
 
-    perfkit run [--device auto|cpu|cuda] [--quick] [--store PATH]      the default studies, and their dashboard
+    perfkit run [--device auto|cpu|cuda] [--quick] [--store PATH]      the default studies for this hardware
+                                                                       (CPU: baseline; GPU: every study), and their
+                                                                       dashboard
     perfkit study --list | NAME [--device ...] [--quick] [--store PATH] one study
     perfkit layers [--variant V] [--batch N] [--dtype D] [--format table|json|csv]
     perfkit env [--format table|json] [--gpus]
@@ -177,9 +179,10 @@ def default_report_path(store: str) -> str:
 
 
 def cmd_run(args, parser) -> int:
-    from perfkit.studies import DEFAULT_STUDIES
+    from perfkit.study import resolve_devices
+    from perfkit.studies import default_studies
 
-    code = _run_studies(DEFAULT_STUDIES, args, parser, "run")
+    code = _run_studies(default_studies(resolve_devices(args.device)), args, parser, "run")
     if args.no_report or code == 2:
         return code
     store = args.store or default_store_path()

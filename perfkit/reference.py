@@ -34,12 +34,25 @@ class Figure:
         return self.value[1] if isinstance(self.value, tuple) else self.value
 
     def text(self, fmt: str = "g") -> str:
-        """The value as text with its unit: '5-6 days', '1.581e+12 FLOP/s'."""
+        """The value as text with its unit: '5-6 days', '1.581 TFLOP/s', '192.4 GB/s'."""
+        if self.unit in _SI_UNITS:
+            parts = [_si(v, self.unit) for v in (self.value if isinstance(self.value, tuple) else (self.value,))]
+            return "-".join(parts)
         if isinstance(self.value, tuple):
             number = f"{self.value[0]:{fmt}}-{self.value[1]:{fmt}}"
         else:
             number = f"{self.value:{fmt}}"
         return f"{number} {self.unit}".strip()
+
+
+_SI_UNITS = ("FLOP/s", "B/s", "B")
+
+
+def _si(value: float, unit: str) -> str:
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.4g} {prefix}{unit}"
+    return f"{value:.4g} {unit}"
 
 
 PAPER = ('Krizhevsky, Sutskever, Hinton, "ImageNet Classification with Deep Convolutional Neural Networks", '

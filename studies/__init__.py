@@ -6,14 +6,24 @@ Adding a study: write the module, add it to `_MODULES`.
 """
 from __future__ import annotations
 
-from perfkit.studies import baseline
+from perfkit.studies import backends, baseline, batch, energy, precision, roofline, speedup2012, train_time
 
-_MODULES = (baseline,)
+_MODULES = (baseline, speedup2012, backends, batch, precision, energy, roofline, train_time)
 
 STUDIES = {module.NAME: module for module in _MODULES}
 
-#: What `perfkit run` runs, in order.
-DEFAULT_STUDIES = ("baseline",)
+#: What `perfkit run` runs, in order, on a machine (or a --device choice) without a GPU: the CPU baseline, every layer
+#: and the whole network, forward and train_step (a couple of minutes with --quick on a 2-core machine).
+CPU_DEFAULT_STUDIES = ("baseline",)
+#: ... and with a GPU: every study in its GPU form (speedup2012 and train_time also measure the CPU).
+GPU_DEFAULT_STUDIES = ("speedup2012", "backends", "batch", "precision", "energy", "roofline", "train_time")
+#: Kept for callers that want one list: the CPU default.
+DEFAULT_STUDIES = CPU_DEFAULT_STUDIES
+
+
+def default_studies(devices) -> tuple[str, ...]:
+    """The studies `perfkit run` runs for resolved devices ("cpu", "cuda:0", ...)."""
+    return GPU_DEFAULT_STUDIES if any(d.startswith("cuda") for d in devices) else CPU_DEFAULT_STUDIES
 
 
 def get_study(name: str):

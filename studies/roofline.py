@@ -1,0 +1,134 @@
+"""roofline: every layer's arithmetic intensity and attained rate against the device's measured ceilings.
+
+Intensity is the cost model's FLOPs over its minimum bytes (perfkit.specs: a multiply-add is 2 FLOPs; every tensor read
+once and written once). The ceilings are what the harness measured on this device in this run: its matmul rate for the
+dtype and its device-to-device copy bandwidth (columns peak_flops_per_s / peak_bytes_per_s on each row, or the
+device_peaks table). The bound of a layer is min(peak FLOP/s, intensity x bandwidth); the summary gives each layer's
+attained FLOP/s and bytes/s, its bound, the fraction of the bound it reached, and whether memory or compute limits it.
+Where no ceilings were measured it says so and gives the attained rates only.
+
+Grids: every layer + the network.
+- GPU, batch 128: torch float32 (TF32 off), tf32 and bfloat16, triton bfloat16 (forward only); forward and train_step
+  (full: also backward).
+- CPU: torch float32; forward at batch 4 (quick), forward/backward/train_step at batch 16 (full).
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from perfkit.cases import NETWORK, grid
+from perfkit.report import fmt_si, format_table
+from perfkit.study import StudyOptions, Summary
+from perfkit.studies._common import (all_layers_and_network, choose, choose_layers, config_label, device_title, get,
+                                     not_measured, num, ok_rows, plan_devices)
+
+NAME = "roofline"
+DESCRIPTION = "every layer's arithmetic intensity and attained FLOP/s and bytes/s against the measured device ceilings"
+GPU_CONFIGS = (("torch", "float32"), ("torch", "tf32"), ("torch", "bfloat16"), ("triton", "bfloat16"))
+GPU_PASSES = {"quick": ("forward", "train_step"), "full": ("forward", "backward", "train_step")}
+CPU_PASSES = {"quick": ("forward",), "full": ("forward", "backward", "train_step")}
+GPU_BATCH = 128
+CPU_BATCH = {"quick": 4, "full": 16}
+
+
+def cases(options: StudyOptions):
+    form = "quick" if options.quick else "full"
+    cpus, gpus = plan_devices(options, cpu="alone")
+    layers = choose_layers(options, all_layers_and_network(options.variant))
+    out = []
+    for gpu in gpus:
+        for backend, dtype in GPU_CONFIGS:
+            out += grid(variant=options.variant, layer=layers, backend=backend, device=gpu, dtype=dtype,
+                        batch=options.batch or GPU_BATCH, pass_name=list(choose(options, "passes", GPU_PASSES[form])))
+    for cpu in cpus:
+        out += grid(variant=options.variant, layer=layers, backend="torch", device=cpu, dtype="float32",
+                    batch=options.batch or CPU_BATCH[form], pass_name=list(choose(options, "passes", CPU_PASSES[form])),
+                    threads=options.threads)
+    return out
+
+
+def load_device_peaks(df):
+    """This run's rows of the harness's device_peaks table, or None where the store has none."""
+    if df.empty or "store" not in df:
+        return None
+    import pandas as pd
+
+    path, run_id = df.store.iloc[0], df.run_id.iloc[0]
+    try:
+        con = sqlite3.connect(f"file:{os.path.abspath(path)}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "device_peaks" not in tables:
+            return None
+        return pd.read_sql_query("SELECT * FROM device_peaks WHERE run_id=?", con, params=(run_id,))
+    except (sqlite3.Error, pd.errors.DatabaseError):
+        return None
+    finally:
+        con.close()
+
+
+def ceilings(row, peaks) -> tuple[float | None, float | None, str | None]:
+    """(peak FLOP/s, peak bytes/s, where they come from) for a row: its own columns, else the device_peaks table."""
+    flops, bw = num(get(row, "peak_flops_per_s")), num(get(row, "peak_bytes_per_s"))
+    if flops and bw:
+        return flops, bw, "row"
+    if peaks is not None and len(peaks):
+        hit = peaks[(peaks.device == row.device) & (peaks.dtype == row["dtype"])]
+        if len(hit):
+            return num(hit.matmul_flops_per_s.iloc[0]), num(hit.copy_bytes_per_s.iloc[0]), "device_peaks"
+    return None, None, None
+
+
+def roofline_rows(df, peaks=None) -> list[dict]:
+    """One dict per ok row: intensity, attained rates, the bound from the ceilings, the fraction and the limiter."""
+    out = []
+    for _, r in ok_rows(df).iterrows():
+        flops, nbytes = num(r.flops), num(r.bytes_min)
+        intensity = num(get(r, "arithmetic_intensity_flops_per_byte")) or (flops / nbytes if flops and nbytes
+                                                                             else None)
+        attained = num(r.achieved_flops_per_s)
+        peak, bw, source = ceilings(r, peaks)
+        bound = min(peak, intensity * bw) if peak and bw and intensity is not None else None
+        out.append({"device": r.device, "pass": r.pass_name, "config": config_label(r.backend, r["dtype"]),
+                    "batch": int(r.batch), "layer": r.layer, "kind": r.layer_kind, "intensity": intensity,
+                    "attained_flops_per_s": attained, "attained_bytes_per_s": num(r.achieved_bytes_per_s),
+                    "peak_flops_per_s": peak, "peak_bytes_per_s": bw, "ceiling_source": source,
+                    "bound_flops_per_s": bound,
+                    "fraction": attained / bound if bound and attained is not None else None,
+                    "limit": (None if bound is None else
+                              "memory" if intensity * bw < peak else "compute"),
+                    "ridge_flops_per_byte": peak / bw if peak and bw else None})
+    return out
+
+
+def summarize(df, options: StudyOptions) -> Summary:
+    rows = roofline_rows(df, load_device_peaks(df))
+    lines = [f"roofline: {options.variant} layers, arithmetic intensity (cost-model FLOPs / minimum bytes) and "
+             "attained rate against the measured ceilings"]
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["device"], r["pass"], r["config"], r["batch"]), []).append(r)
+    for (device, pass_name, config, batch), part in groups.items():
+        head = part[0]
+        ceiling = (f"ceilings {fmt_si(head['peak_flops_per_s'], 'FLOP/s')}, {fmt_si(head['peak_bytes_per_s'], 'B/s')}"
+                   f" (ridge {head['ridge_flops_per_byte']:.1f} FLOP/B)" if head["peak_flops_per_s"] else
+                   "no measured ceilings")
+        lines += ["", f"{device_title(df, device)}, {pass_name}, {config}, batch {batch}: {ceiling}"]
+        lines.append(format_table(part, [
+            ("layer", "layer", None), ("kind", "kind", None),
+            ("intensity", "FLOP/B", lambda v: "-" if v is None else f"{v:.3g}"),
+            ("attained_flops_per_s", "FLOP/s", fmt_si), ("attained_bytes_per_s", "B/s", fmt_si),
+            ("bound_flops_per_s", "bound FLOP/s", fmt_si),
+            ("fraction", "of bound", lambda v: "-" if v is None else f"{v * 100:.1f}%"),
+            ("limit", "limited by", None)]))
+    if rows and not any(r["peak_flops_per_s"] for r in rows):
+        lines += ["", "The device's ceilings were not measured in this run (no peak_flops_per_s / peak_bytes_per_s "
+                  "columns or device_peaks rows: the harness's device-peak measurement is not in this perfkit, or did "
+                  "not run here), so no bound or fraction is given; intensities and attained rates are."]
+    lines += ["", "A multiply-add is 2 FLOPs. Bytes are the minimum each layer must move, so attained B/s can "
+              "understate real traffic; a fused or cache-friendly implementation can beat a 'memory' bound."]
+    lines += [""] + not_measured(df)
+    return Summary("\n".join(lines).strip(), {"rows": rows})

@@ -1,0 +1,34 @@
+"""Helpers for the study tests: DataFrames of measurements whose numbers the test chooses, and a fast runner config."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pandas as pd
+
+from perfkit.cases import Case
+from perfkit.records import Measurement
+from perfkit.runner import RunnerConfig
+from perfkit.timer import TimingPolicy
+
+#: One repetition after one warm-up, a one-image check: enough to exercise every path, not to measure.
+FAST = RunnerConfig(timing=TimingPolicy(warmup=1, min_reps=1, min_time_s=0.0), check_batch=1)
+
+
+def measured(case: Case, status="ok", time_s=None, **fields) -> dict:
+    """A measurement row as the store holds it, for `case`, with a chosen median time (images/s and rates follow)."""
+    row = Measurement(run_id="run", case_key=case.key, study="test", variant=case.variant, layer=case.layer,
+                      layer_kind="network" if case.layer == "network" else "conv", backend=case.backend,
+                      is_baseline=case.backend == "torch", device=case.device, dtype=case.dtype, batch=case.batch,
+                      pass_name=case.pass_name, activation=case.activation,
+                      options="{" + ", ".join(f'"{k}": {str(v).lower()}' for k, v in case.options) + "}",
+                      env_id="env", status=status, threads=case.threads,
+                      device_name="Test GPU" if case.device.startswith("cuda") else "Test CPU")
+    data = asdict(row)
+    if status == "ok":
+        data.update(time_median_s=time_s, images_per_s=case.batch / time_s, error_rel=1e-6)
+    data.update(fields)
+    return data
+
+
+def frame(rows) -> pd.DataFrame:
+    return pd.DataFrame(rows)
