@@ -10,7 +10,7 @@ reason, and the summary says that energy was not measurable here; throughput is 
 Grids: the whole network, forward and train_step.
 - GPU, batch 128: torch fp32 (TF32 off), tf32, bf16 (native) and bf16 under autocast; compile fp32 and bf16; triton
   fp32 and bf16 (forward only). quick: torch fp32 and bf16, compile bf16, triton bf16.
-- CPU: torch fp32 (full: also bf16 autocast and compile fp32); batch 32 (quick: 4).
+- CPU: torch fp32 (full: also compile fp32); batch 32 (quick: 4).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ GPU_CONFIGS = {"quick": (("torch", "float32", False), ("torch", "bfloat16", Fals
                         ("torch", "bfloat16", True), ("compile", "float32", False), ("compile", "bfloat16", False),
                         ("triton", "float32", False), ("triton", "bfloat16", False))}
 CPU_CONFIGS = {"quick": (("torch", "float32", False),),
-               "full": (("torch", "float32", False), ("torch", "bfloat16", True), ("compile", "float32", False))}
+               "full": (("torch", "float32", False), ("compile", "float32", False))}
 GPU_BATCH = 128
 CPU_BATCH = {"quick": 4, "full": 32}
 TIMELINE_POINTS = 60

@@ -8,8 +8,8 @@ attained FLOP/s and bytes/s, its bound, the fraction of the bound it reached, an
 Where no ceilings were measured it says so and gives the attained rates only.
 
 Grids: every layer + the network.
-- GPU, batch 128: torch float32 (TF32 off), tf32 and bfloat16, triton bfloat16 (forward only); forward and train_step
-  (full: also backward).
+- GPU, batch 128: torch float32 (TF32 off), tf32 and bfloat16, triton bfloat16 (forward only); forward, backward and
+  train_step. quick: forward, torch float32 and bfloat16, triton bfloat16.
 - CPU: torch float32; forward at batch 4 (quick), forward/backward/train_step at batch 16 (full).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from perfkit.cases import NETWORK, grid
+from perfkit.cases import grid
 from perfkit.report import fmt_si, format_table
 from perfkit.study import StudyOptions, Summary
 from perfkit.studies._common import (all_layers_and_network, choose, choose_layers, config_label, device_title, get,
@@ -25,8 +25,9 @@ from perfkit.studies._common import (all_layers_and_network, choose, choose_laye
 
 NAME = "roofline"
 DESCRIPTION = "every layer's arithmetic intensity and attained FLOP/s and bytes/s against the measured device ceilings"
-GPU_CONFIGS = (("torch", "float32"), ("torch", "tf32"), ("torch", "bfloat16"), ("triton", "bfloat16"))
-GPU_PASSES = {"quick": ("forward", "train_step"), "full": ("forward", "backward", "train_step")}
+GPU_CONFIGS = {"quick": (("torch", "float32"), ("torch", "bfloat16"), ("triton", "bfloat16")),
+               "full": (("torch", "float32"), ("torch", "tf32"), ("torch", "bfloat16"), ("triton", "bfloat16"))}
+GPU_PASSES = {"quick": ("forward",), "full": ("forward", "backward", "train_step")}
 CPU_PASSES = {"quick": ("forward",), "full": ("forward", "backward", "train_step")}
 GPU_BATCH = 128
 CPU_BATCH = {"quick": 4, "full": 16}
@@ -38,7 +39,7 @@ def cases(options: StudyOptions):
     layers = choose_layers(options, all_layers_and_network(options.variant))
     out = []
     for gpu in gpus:
-        for backend, dtype in GPU_CONFIGS:
+        for backend, dtype in GPU_CONFIGS[form]:
             out += grid(variant=options.variant, layer=layers, backend=backend, device=gpu, dtype=dtype,
                         batch=options.batch or GPU_BATCH, pass_name=list(choose(options, "passes", GPU_PASSES[form])))
     for cpu in cpus:

@@ -159,8 +159,8 @@ def summarize(df, options: StudyOptions) -> Summary:
     fp32 = [r for r in rows if r["config"] == "torch fp32" and r["device"].startswith("cuda")]
     if fp32:
         r = fp32[0]
-        lines.append(f"This run's GPU in float32 without TF32 trains {r['images_per_s'] / bound['two_card_images_per_s']:.3g}x "
-                     "the two-GTX-580 bound.")
+        times = r["images_per_s"] / bound["two_card_images_per_s"]
+        lines.append(f"This run's GPU in float32 without TF32 trains {times:.3g}x as fast as the two-GTX-580 bound.")
     lines += [""] + not_measured(df)
     return Summary("\n".join(lines).strip(), {"projections": rows, "gtx580_bound": bound,
                                                "schedule_images": images})

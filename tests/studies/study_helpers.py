@@ -1,17 +1,39 @@
-"""Helpers for the study tests: DataFrames of measurements whose numbers the test chooses, and a fast runner config."""
+"""Helpers for the study tests: a fixture that runs a study in-process with a short timing policy and a narrowed grid,
+DataFrames of measurements whose numbers the test chooses, and a fast runner config. (Not a conftest.py: tests/ has
+no packages, and a second module named `conftest` would shadow tests/conftest.py for `from conftest import ...`.)"""
 from __future__ import annotations
 
 from dataclasses import asdict
 
 import pandas as pd
+import pytest
 
 from perfkit.cases import Case
 from perfkit.records import Measurement
 from perfkit.runner import RunnerConfig
+from perfkit.store import load_measurements, load_summaries
+from perfkit.studies import get_study
+from perfkit.study import StudyOptions, run_study
 from perfkit.timer import TimingPolicy
 
 #: One repetition after one warm-up, a one-image check: enough to exercise every path, not to measure.
 FAST = RunnerConfig(timing=TimingPolicy(warmup=1, min_reps=1, min_time_s=0.0), check_batch=1)
+
+
+@pytest.fixture
+def run_quick(tmp_path):
+    """run_quick(name, **extra) -> (result, this run's rows, its summaries): the study's --quick form on the CPU at
+    batch 1, its grid narrowed by `extra` (options.extra: layers, passes, dtypes, batches)."""
+
+    def run(name, devices=("cpu",), **extra):
+        options = StudyOptions(devices=devices, quick=True, batch=1, extra=extra)
+        store = tmp_path / f"{name}.db"
+        result = run_study(get_study(name), options, store, show_progress=False, config=FAST)
+        df = load_measurements(store)
+        summaries = load_summaries(store)
+        return result, df[df.run_id == result.run_id].reset_index(drop=True), summaries
+
+    return run
 
 
 def measured(case: Case, status="ok", time_s=None, **fields) -> dict:

@@ -7,6 +7,8 @@ import sys
 import pytest
 import torch
 
+from study_helpers import run_quick  # noqa: F401 (a fixture)
+
 from perfkit.studies import STUDIES
 
 NO_GPU = not torch.cuda.is_available()
