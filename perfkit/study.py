@@ -1,7 +1,8 @@
 """Running a study: resolve the devices, open (or resume) a run in the store, measure its cases, store its summary.
 
 A study is a module of `perfkit.studies` with `NAME`, `DESCRIPTION`, `cases(options) -> list[Case]` and
-`summarize(df, options) -> Summary` (df: this run's measurements). It may define `timing(options) -> TimingPolicy`.
+`summarize(df, options) -> Summary` (df: this run's measurements). It may define `timing(options) -> TimingPolicy`,
+and `QUICK_ENERGY = True` to keep the sustained energy window in its --quick form (the energy study does).
 perfkit itself never imports the studies: the CLI hands a study module to `run_study`.
 """
 from __future__ import annotations
@@ -84,7 +85,8 @@ def run_study(study, options: StudyOptions, store_path, show_progress: bool = Tr
     if config is None:
         timing = study.timing(options) if hasattr(study, "timing") else (QUICK_TIMING if options.quick else
                                                                            FULL_TIMING)
-        config = RunnerConfig(timing=timing, energy=QUICK_ENERGY if options.quick else True)
+        energy = getattr(study, "QUICK_ENERGY", QUICK_ENERGY) if options.quick else True  # a study may insist
+        config = RunnerConfig(timing=timing, energy=energy)
     with Store.open(store_path) as store:
         store.add_environment(env, env_id, machine_label(env))
         run_id, resumed = store.start_or_resume_run(study.NAME, options.as_args(study.NAME), env_id, git_commit(),

@@ -1,9 +1,9 @@
 """roofline: every layer's arithmetic intensity and attained rate against the device's measured ceilings.
 
 Intensity is the cost model's FLOPs over its minimum bytes (perfkit.specs: a multiply-add is 2 FLOPs; every tensor read
-once and written once). The ceilings are what the harness measured on this device in this run: its matmul rate for the
-dtype and its device-to-device copy bandwidth (columns peak_flops_per_s / peak_bytes_per_s on each row, or the
-device_peaks table). The bound of a layer is min(peak FLOP/s, intensity x bandwidth); the summary gives each layer's
+once and written once). The ceilings are what the harness measured on this device in this run (perfkit.peaks): its matmul
+rate for the dtype and its device-to-device copy bandwidth, read + write bytes (columns peak_flops_per_s /
+peak_bytes_per_s on each row, or the device_peaks table; on a CPU per thread count). The bound of a layer is min(peak FLOP/s, intensity x bandwidth); the summary gives each layer's
 attained FLOP/s and bytes/s, its bound, the fraction of the bound it reached, and whether memory or compute limits it.
 Where no ceilings were measured it says so and gives the attained rates only.
 
@@ -14,11 +14,9 @@ Grids: every layer + the network.
 """
 from __future__ import annotations
 
-import os
-import sqlite3
-
 from perfkit.cases import grid
 from perfkit.report import fmt_si, format_table
+from perfkit.store import StoreError, load_device_peaks as _load_device_peaks
 from perfkit.study import StudyOptions, Summary
 from perfkit.studies._common import (all_layers_and_network, choose, choose_layers, config_label, device_title, get,
                                      not_measured, num, ok_rows, plan_devices)
@@ -50,41 +48,36 @@ def cases(options: StudyOptions):
 
 
 def load_device_peaks(df):
-    """This run's rows of the harness's device_peaks table, or None where the store has none."""
+    """This run's rows of the store's device_peaks table, or None where there are none."""
     if df.empty or "store" not in df:
         return None
-    import pandas as pd
-
-    path, run_id = df.store.iloc[0], df.run_id.iloc[0]
     try:
-        con = sqlite3.connect(f"file:{os.path.abspath(path)}?mode=ro", uri=True)
-    except sqlite3.Error:
+        peaks = _load_device_peaks(df.store.iloc[0])
+    except StoreError:
         return None
-    try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "device_peaks" not in tables:
-            return None
-        return pd.read_sql_query("SELECT * FROM device_peaks WHERE run_id=?", con, params=(run_id,))
-    except (sqlite3.Error, pd.errors.DatabaseError):
-        return None
-    finally:
-        con.close()
+    peaks = peaks[peaks.run_id == df.run_id.iloc[0]] if len(peaks) else peaks
+    return peaks if len(peaks) else None
 
 
 def ceilings(row, peaks) -> tuple[float | None, float | None, str | None]:
-    """(peak FLOP/s, peak bytes/s, where they come from) for a row: its own columns, else the device_peaks table."""
+    """(peak FLOP/s, peak bytes/s, where they come from) for a row: its own columns (the runner copies the device's
+    peaks onto every row), else the device_peaks table (same device, dtype and, on a CPU, thread count)."""
     flops, bw = num(get(row, "peak_flops_per_s")), num(get(row, "peak_bytes_per_s"))
     if flops and bw:
         return flops, bw, "row"
     if peaks is not None and len(peaks):
         hit = peaks[(peaks.device == row.device) & (peaks.dtype == row["dtype"])]
+        if "threads" in hit and num(get(row, "threads")) is not None and not str(row.device).startswith("cuda"):
+            hit = hit[hit.threads == num(get(row, "threads"))]
         if len(hit):
             return num(hit.matmul_flops_per_s.iloc[0]), num(hit.copy_bytes_per_s.iloc[0]), "device_peaks"
     return None, None, None
 
 
 def roofline_rows(df, peaks=None) -> list[dict]:
-    """One dict per ok row: intensity, attained rates, the bound from the ceilings, the fraction and the limiter."""
+    """One dict per ok row: intensity, attained rates, the bound from the ceilings, the fraction and the limiter.
+    The bound and fraction are the runner's (roofline_bound_flops_per_s, roofline_fraction) where it recorded them,
+    else computed here the same way: bound = min(peak FLOP/s, intensity x peak bytes/s)."""
     out = []
     for _, r in ok_rows(df).iterrows():
         flops, nbytes = num(r.flops), num(r.bytes_min)
@@ -92,16 +85,22 @@ def roofline_rows(df, peaks=None) -> list[dict]:
                                                                              else None)
         attained = num(r.achieved_flops_per_s)
         peak, bw, source = ceilings(r, peaks)
-        bound = min(peak, intensity * bw) if peak and bw and intensity is not None else None
+        bound = num(get(r, "roofline_bound_flops_per_s"))
+        if bound is None and peak and bw and intensity is not None:
+            bound = min(peak, intensity * bw)
+        fraction = num(get(r, "roofline_fraction"))
+        if fraction is None and bound and attained is not None:
+            fraction = attained / bound
         out.append({"device": r.device, "pass": r.pass_name, "config": config_label(r.backend, r["dtype"]),
-                    "batch": int(r.batch), "layer": r.layer, "kind": r.layer_kind, "intensity": intensity,
-                    "attained_flops_per_s": attained, "attained_bytes_per_s": num(r.achieved_bytes_per_s),
-                    "peak_flops_per_s": peak, "peak_bytes_per_s": bw, "ceiling_source": source,
-                    "bound_flops_per_s": bound,
-                    "fraction": attained / bound if bound and attained is not None else None,
-                    "limit": (None if bound is None else
+                    "threads": num(get(r, "threads")), "batch": int(r.batch), "layer": r.layer, "kind": r.layer_kind,
+                    "intensity": intensity, "attained_flops_per_s": attained,
+                    "attained_bytes_per_s": num(r.achieved_bytes_per_s), "peak_flops_per_s": peak,
+                    "peak_bytes_per_s": bw, "ceiling_source": source, "bound_flops_per_s": bound,
+                    "fraction": fraction,
+                    "limit": (None if not (peak and bw) or intensity is None else
                               "memory" if intensity * bw < peak else "compute"),
-                    "ridge_flops_per_byte": peak / bw if peak and bw else None})
+                    "ridge_flops_per_byte": peak / bw if peak and bw else None,
+                    "note": get(r, "roofline_note")})
     return out
 
 
@@ -126,10 +125,13 @@ def summarize(df, options: StudyOptions) -> Summary:
             ("fraction", "of bound", lambda v: "-" if v is None else f"{v * 100:.1f}%"),
             ("limit", "limited by", None)]))
     if rows and not any(r["peak_flops_per_s"] for r in rows):
-        lines += ["", "The device's ceilings were not measured in this run (no peak_flops_per_s / peak_bytes_per_s "
-                  "columns or device_peaks rows: the harness's device-peak measurement is not in this perfkit, or did "
-                  "not run here), so no bound or fraction is given; intensities and attained rates are."]
+        reasons = sorted({r["note"] for r in rows if r["note"]})
+        lines += ["", "The device's ceilings were not measured in this run (no peak_flops_per_s / peak_bytes_per_s on "
+                  "the rows, no device_peaks rows" + (f": {'; '.join(reasons)}" if reasons else "") + "), so no bound "
+                  "or fraction is given; intensities and attained rates are."]
     lines += ["", "A multiply-add is 2 FLOPs. Bytes are the minimum each layer must move, so attained B/s can "
-              "understate real traffic; a fused or cache-friendly implementation can beat a 'memory' bound."]
+              "understate real traffic; the ceilings are measured rates (a matmul, a large copy), not the hardware's "
+              "limits, so a layer whose data stays in cache, or a library kernel beating a plain matmul, can exceed "
+              "100% of its bound."]
     lines += [""] + not_measured(df)
     return Summary("\n".join(lines).strip(), {"rows": rows})

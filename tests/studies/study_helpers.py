@@ -3,7 +3,7 @@ DataFrames of measurements whose numbers the test chooses, and a fast runner con
 no packages, and a second module named `conftest` would shadow tests/conftest.py for `from conftest import ...`.)"""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pandas as pd
 import pytest
@@ -16,19 +16,22 @@ from perfkit.studies import get_study
 from perfkit.study import StudyOptions, run_study
 from perfkit.timer import TimingPolicy
 
-#: One repetition after one warm-up, a one-image check: enough to exercise every path, not to measure.
-FAST = RunnerConfig(timing=TimingPolicy(warmup=1, min_reps=1, min_time_s=0.0), check_batch=1)
+#: One repetition after one warm-up, a one-image check, no device-peak measurement: enough to exercise every path,
+#: not to measure.
+FAST = RunnerConfig(timing=TimingPolicy(warmup=1, min_reps=1, min_time_s=0.0), check_batch=1, device_peaks=False)
 
 
 @pytest.fixture
 def run_quick(tmp_path):
-    """run_quick(name, **extra) -> (result, this run's rows, its summaries): the study's --quick form on the CPU at
-    batch 1, its grid narrowed by `extra` (options.extra: layers, passes, dtypes, batches)."""
+    """run_quick(name, peaks=False, **extra) -> (result, this run's rows, its summaries): the study's --quick form on
+    the CPU at batch 1, its grid narrowed by `extra` (options.extra: layers, passes, dtypes, batches); `peaks` measures
+    the device peaks (seconds per dtype and thread count on a small CPU)."""
 
-    def run(name, devices=("cpu",), **extra):
+    def run(name, devices=("cpu",), peaks=False, **extra):
         options = StudyOptions(devices=devices, quick=True, batch=1, extra=extra)
         store = tmp_path / f"{name}.db"
-        result = run_study(get_study(name), options, store, show_progress=False, config=FAST)
+        config = replace(FAST, device_peaks=peaks, energy=getattr(get_study(name), "QUICK_ENERGY", False))
+        result = run_study(get_study(name), options, store, show_progress=False, config=config)
         df = load_measurements(store)
         summaries = load_summaries(store)
         return result, df[df.run_id == result.run_id].reset_index(drop=True), summaries

@@ -58,16 +58,26 @@ def test_triton_is_skipped_on_the_cpu_with_the_interpreter_reason(run_quick):
 
 @pytest.mark.skipif(not NO_GPU, reason="checks the behaviour without a GPU")
 def test_energy_on_a_cpu_without_rapl_says_energy_was_not_measurable(run_quick):
-    from perfkit.studies.energy import rapl_readable
+    from perfkit.studies.energy import rapl_reason
 
-    if rapl_readable():
+    reason = rapl_reason()
+    if reason is None:
         pytest.skip("this machine can read RAPL")
     result, df, _ = run_quick("energy", passes=["forward"])
-    assert "Energy was not measurable here" in result.summary.text
+    assert f"Energy was not measurable here: {reason}" in result.summary.text
     cpu = df[df.device == "cpu"]
-    for column in ("energy_j", "energy_per_image_j"):
-        if column in cpu:
-            assert cpu[column].isna().all()  # null, never 0
+    for column in ("energy_j", "energy_per_image_j", "images_per_j"):
+        assert cpu[column].isna().all()  # null, never 0
+    assert cpu.energy_note.str.contains("RAPL").all()
+
+
+def test_roofline_on_the_cpu_uses_the_measured_ceilings(run_quick):
+    result, df, _ = run_quick("roofline", peaks=True, layers=["fc8"])
+    cpu = df[df.device == "cpu"]
+    assert (cpu.peak_flops_per_s > 0).all() and (cpu.peak_bytes_per_s > 0).all()
+    [row] = [r for r in result.summary.data["rows"] if r["device"] == "cpu"]
+    assert row["bound_flops_per_s"] > 0 and row["fraction"] > 0 and row["limit"] in ("memory", "compute")
+    assert "ceilings" in result.summary.text and "of bound" in result.summary.text
 
 
 def test_cli_runs_a_study_and_lists_them(tmp_path):

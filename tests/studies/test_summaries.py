@@ -2,13 +2,12 @@
 arithmetic on those times, move when the times move, ignore rows that are not 'ok', and cite the published figures
 they compare against with their sources. The harness columns (energy, ceilings) are exercised here too, since the CPU
 machine that runs the tests cannot produce them."""
-import sqlite3
-
 import pytest
 
 from perfkit.cases import Case
 from perfkit.reference import FIGURES, figure
 from perfkit.specs import build_network
+from perfkit.store import Store
 from perfkit.study import StudyOptions
 from perfkit.studies import backends, batch, energy, precision, roofline, speedup2012, train_time
 
@@ -194,44 +193,43 @@ def test_roofline_bound_and_fraction_from_the_ceilings():
 
 def test_roofline_reads_the_device_peaks_table_and_says_when_there_are_none(tmp_path):
     path = tmp_path / "peaks.db"
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE device_peaks (run_id TEXT, device TEXT, device_name TEXT, dtype TEXT, "
-                "matmul_flops_per_s REAL, copy_bytes_per_s REAL, method TEXT, measured_at TEXT)")
-    con.execute("INSERT INTO device_peaks VALUES ('run', 'cpu', 'Test CPU', 'float32', 1e12, 1e11, 'matmul', 'now')")
-    con.commit()
-    con.close()
+    with Store.open(path) as store:  # the harness's schema
+        store.con.execute("INSERT INTO device_peaks (run_id, device, device_name, dtype, threads, matmul_flops_per_s, "
+                          "copy_bytes_per_s, method, measured_at) VALUES ('run', 'cpu', 'Test CPU', 'float32', 2, "
+                          "1e12, 1e11, 'matmul', 'now')")
+        store.con.execute("INSERT INTO device_peaks (run_id, device, device_name, dtype, threads, matmul_flops_per_s, "
+                          "copy_bytes_per_s, method, measured_at) VALUES ('run', 'cpu', 'Test CPU', 'float32', 1, "
+                          "1e11, 1e10, 'matmul', 'now')")
     row = measured(Case(layer="fc8", device="cpu", batch=4), time_s=0.01, flops=4e7, bytes_min=4e7,
-                   achieved_flops_per_s=4e9, achieved_bytes_per_s=4e9, store=str(path))
+                   achieved_flops_per_s=4e9, achieved_bytes_per_s=4e9, threads=2, store=str(path))
     summary = roofline.summarize(frame([row]), OPTIONS)
     [r] = summary.data["rows"]
     assert r["ceiling_source"] == "device_peaks" and r["bound_flops_per_s"] == pytest.approx(1e11)
     assert r["fraction"] == pytest.approx(0.04)
-    bare = roofline.summarize(frame([dict(row, store=str(tmp_path / "none.db"))]), OPTIONS)
+    Store.open(tmp_path / "bare.db").close()
+    bare = roofline.summarize(frame([dict(row, store=str(tmp_path / "bare.db"))]), OPTIONS)
     assert "ceilings were not measured" in bare.text
 
 
 def test_energy_per_image_and_power_timeline(tmp_path):
     path = tmp_path / "power.db"
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE power_samples (run_id TEXT, case_key TEXT, sample_index INTEGER, t_s REAL, "
-                "power_w REAL)")
     case = Case(device=GPU, batch=128, pass_name="train_step", dtype="bfloat16")
-    con.executemany("INSERT INTO power_samples VALUES ('run', ?, ?, ?, ?)",
-                    [(case.key, i, i * 0.01, 300 + i % 7) for i in range(600)])
-    con.commit()
-    con.close()
+    with Store.open(path) as store:  # the harness's schema
+        store.con.executemany("INSERT INTO power_samples VALUES ('run', ?, ?, ?, ?, 'nvml')",
+                              [(case.key, i, i * 0.01, 300 + i % 7) for i in range(600)])
     rows = [measured(case, time_s=0.1, energy_j=3000.0, energy_window_s=6.0, energy_per_image_j=0.39,
                      images_per_j=1 / 0.39, power_mean_w=500.0, power_max_w=650.0, power_sample_count=600,
                      power_or_thermal_throttled=False, store=str(path)),
-            # only energy_j and its window: J/image from mean power x time per image
-            measured(Case(device=GPU, batch=128, pass_name="forward"), time_s=0.05, energy_j=2000.0,
-                     energy_window_s=5.0, store=str(path))]
+            # energy without a per-image figure (the runner leaves it out where the window held untimed work)
+            measured(Case(device=GPU, batch=128, pass_name="backward"), time_s=0.05, energy_j=2000.0,
+                     energy_window_s=5.0, energy_note="energy_j includes the untimed forward", store=str(path))]
     summary = energy.summarize(frame(rows), OPTIONS)
     by_pass = {r["pass"]: r for r in summary.data["rows"]}
     assert by_pass["train_step"]["j_per_image"] == 0.39
     assert len(by_pass["train_step"]["timeline"]) <= energy.TIMELINE_POINTS
     assert by_pass["train_step"]["timeline"][0] == (0.0, 300.0)
-    assert by_pass["forward"]["j_per_image"] == pytest.approx(2000 / 5 * 0.05 / 128)
+    assert by_pass["backward"]["j_per_image"] is None and by_pass["backward"]["energy_j"] == 2000.0
+    assert "untimed forward" in by_pass["backward"]["note"]
     assert "Most efficient" in summary.text and "not measurable" not in summary.text
 
 
