@@ -1,11 +1,12 @@
 """roofline: every layer's arithmetic intensity and attained rate against the device's measured ceilings.
 
 Intensity is the cost model's FLOPs over its minimum bytes (perfkit.specs: a multiply-add is 2 FLOPs; every tensor read
-once and written once). The ceilings are what the harness measured on this device in this run (perfkit.peaks): its matmul
-rate for the dtype and its device-to-device copy bandwidth, read + write bytes (columns peak_flops_per_s /
-peak_bytes_per_s on each row, or the device_peaks table; on a CPU per thread count). The bound of a layer is min(peak FLOP/s, intensity x bandwidth); the summary gives each layer's
-attained FLOP/s and bytes/s, its bound, the fraction of the bound it reached, and whether memory or compute limits it.
-Where no ceilings were measured it says so and gives the attained rates only.
+once and written once). The ceilings are what the harness measured on this device in this run (perfkit.peaks): its
+matmul rate for the dtype and its device-to-device copy bandwidth, read + write bytes (columns peak_flops_per_s /
+peak_bytes_per_s on each row, or the device_peaks table; on a CPU per thread count). The bound of a layer is
+min(peak FLOP/s, intensity x bandwidth); the summary gives each layer's attained FLOP/s and bytes/s, its bound, the
+fraction of the bound it reached, and whether memory or compute limits it. Where no ceilings were measured it says so
+and gives the attained rates only.
 
 Grids: every layer + the network.
 - GPU, batch 128: torch float32 (TF32 off), tf32 and bfloat16, triton bfloat16 (forward only); forward, backward and
