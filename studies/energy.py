@@ -87,11 +87,12 @@ def energy_fields(r) -> dict:
     """A row's energy as the harness recorded it: the device's energy over the window (GPU: NVML; CPU: RAPL), J/image
     and images/J (null where energy was not measured, with the reasons), and the host CPU's energy in the same window
     on GPU rows."""
-    notes = [get(r, n) for n in ("energy_note", "power_note")]
+    gpu = str(r.device).startswith("cuda")
+    notes = [get(r, "energy_note")] + ([get(r, "power_note")] if gpu else [])
     return {"energy_j": num(get(r, "energy_j")), "window_s": num(get(r, "energy_window_s")),
             "j_per_image": num(get(r, "energy_per_image_j")), "images_per_j": num(get(r, "images_per_j")),
             "source": get(r, "energy_source"),
-            "host_cpu_energy_j": num(get(r, "cpu_energy_j")) if str(r.device).startswith("cuda") else None,
+            "host_cpu_energy_j": num(get(r, "cpu_energy_j")) if gpu else None,
             "note": "; ".join(dict.fromkeys(n for n in notes if n)) or None}
 
 

@@ -205,8 +205,8 @@ def summarize(df, options: StudyOptions) -> Summary:
                      "threads, BLAS library, era): against a many-core server's full CPU the same GPU's ratio shrinks "
                      "by that server's thread scaling.")
         if g < 1:
-            lines.append(f"All {n} threads slower than one: the cores were busy with other work during the run, or "
-                         "the batch is too small to share between threads; an idle machine gives a fairer baseline.")
+            lines.append(f"{n} threads ran slower than 1: the cores were busy with other work during the run, or the "
+                         "batch is too small to share between threads; an idle machine gives a fairer baseline.")
     comparisons = comparison_rows(info)
     lines += ["", "This run beside the published GPU-vs-CPU ratios (theirs: other hardware, software and networks; "
                   "cited, not measured here):",
