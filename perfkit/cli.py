@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="combine stores from several machines into OUT")
     p.add_argument("out", help="store to merge into (created if missing)")
     p.add_argument("inputs", nargs="+", metavar="IN", help="stores to merge from")
+
+    p = sub.add_parser("bench", help="the pytest-benchmark regression suite: run it, gate it, refresh its baseline")
+    from perfkit.bench import add_arguments as _add_bench_arguments
+
+    _add_bench_arguments(p, parser_class=_Parser)
     return parser
 
 
@@ -288,8 +293,14 @@ def cmd_merge(args, parser) -> int:
     return 0
 
 
+def cmd_bench(args, parser) -> int:
+    from perfkit.bench import main as bench_main
+
+    return bench_main(args)
+
+
 COMMANDS = {"run": cmd_run, "study": cmd_study, "layers": cmd_layers, "env": cmd_env, "results": cmd_results,
-            "merge": cmd_merge}
+            "merge": cmd_merge, "bench": cmd_bench}
 
 if __name__ == "__main__":
     sys.exit(main())
