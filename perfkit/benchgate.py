@@ -33,6 +33,17 @@ purpose with `perfkit bench baseline` and committed. When the machine differs fr
 model numbers, instruction-set extensions, core count, or GPU), steps 2 and 3 carry the comparison, the floor is widened to `FOREIGN_FLOOR`, and the report says to refresh
 the baseline on the new machine.
 
+Thresholds, and the spread behind them
+---------------------------------------
+Measured on a shared 2-core AMD EPYC VM at load average 5 to 8 (other engineers' test runs), 12 full runs of the CPU
+suite: the median case's normalized time spread 4.6% from run to run (conv3/conv4 1 to 2%; small memory-bound
+activations, LRN and the fully connected layers under contention for cache and memory up to 75%); the calibration
+GEMM 0.8%; the suite factor stayed within 1 +- 0.04. Replaying those runs through this gate (200 five-run baselines
+against each remaining run, two confirmation reruns) gave 1 false failure in 1,000 gates with FLOOR 0.15 and
+NOISE_MULTIPLE 2 (with three baseline runs and one rerun: 7.5%, hence five and two), while conv2's limits stayed at
+15 to 22%, under the ~30% of the injected slowdown. FOREIGN_FLOOR and SUITE_LIMIT are judgement, not yet measured
+across machines.
+
 Everything here reads JSON; it never imports torch.
 """
 from __future__ import annotations
@@ -238,8 +249,9 @@ def confirm(result: GateResult, rerun: dict, baseline: dict) -> GateResult:
         case.normalized = min(case.normalized, again[case.name])
         if case.ratio <= 1 + case.limit:
             case.verdict = "ok"
-            result.notes.append(f"{case.short}: over its limit once ({case.attempts[0]:.2f}x), within it on the "
-                                f"rerun ({ratio:.2f}x): noise, not a regression")
+            attempts = ", ".join(f"{a:.2f}x" for a in case.attempts)
+            result.notes.append(f"{case.short}: over its {1 + case.limit:.2f}x limit, then within it on rerun "
+                                f"{len(case.attempts) - 1} ({attempts}): noise, not a regression")
     return result
 
 
