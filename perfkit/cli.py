@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write each figure as a PNG into DIR (kaleido with the system's Chrome/Chromium)")
     p.add_argument("--benchmarks", default=None, metavar="DIR",
                    help="pytest-benchmark JSON folder for the regression history (default: .benchmarks if present)")
+
+    p = sub.add_parser("bench", help="the pytest-benchmark regression suite: run it, gate it, refresh its baseline")
+    from perfkit.bench import add_arguments as _add_bench_arguments
+
+    _add_bench_arguments(p, parser_class=_Parser)
     return parser
 
 
@@ -352,8 +357,14 @@ def cmd_dashboard(args, parser) -> int:
     return 0
 
 
+def cmd_bench(args, parser) -> int:
+    from perfkit.bench import main as bench_main
+
+    return bench_main(args)
+
+
 COMMANDS = {"run": cmd_run, "study": cmd_study, "layers": cmd_layers, "env": cmd_env, "results": cmd_results,
-            "merge": cmd_merge, "dashboard": cmd_dashboard}
+            "merge": cmd_merge, "dashboard": cmd_dashboard, "bench": cmd_bench}
 
 if __name__ == "__main__":
     sys.exit(main())
