@@ -82,11 +82,13 @@ _FIGURES = (
            "in 5-6 days", PAPER, derived=True, note="90 x 1.2e6 / (6 or 5 days x 86,400 s)"),
     Figure("paper_params", 60_965_224, "parameters", "parameters of the paper's network", PAPER),
     Figure("paper_forward_macs", 724.4e6, "multiply-adds/image", "forward multiply-adds per image", PAPER,
-           derived=True),
+           derived=True, note="the multiply-adds of the paper's layer shapes, summed"),
     Figure("paper_top5_error_1cnn", 18.2, "%", "ILSVRC-2012 top-5 error, 1 CNN (val)", PAPER),
     Figure("paper_top5_error_5cnn", 16.4, "%", "ILSVRC-2012 top-5 error, 5 CNNs", PAPER),
     Figure("paper_top5_error_7cnn", 15.3, "%", "ILSVRC-2012 top-5 error, 7 CNNs (test)", PAPER),
     Figure("ilsvrc2012_second_place_top5", 26.2, "%", "ILSVRC-2012 second place top-5 error", PAPER),
+    Figure("paper_fig1_target_train_error", 25.0, "%", "Figure 1's threshold: training error on CIFAR-10 the ReLU and "
+           "tanh networks are timed to", PAPER),
     Figure("paper_relu_vs_tanh_speedup", 6.0, "x", "CIFAR-10, 4-layer CNN: epochs to 25% training error, tanh over "
            "ReLU (Figure 1)", PAPER),
     # -- GPU vs CPU over the years ----------------------------------------------------------------------------------

@@ -11,22 +11,6 @@ from perfkit.dashboards import reference as ref
 from perfkit.dashboards.data import OPTIONAL_COLUMNS, load, load_benchmarks
 from perfkit.store import Store, StoreError
 
-def _reference_md() -> Path | None:
-    """The project's REFERENCE.md: $PERFKIT_REFERENCE_MD, else shared/REFERENCE.md beside the checkout (or beside a
-    folder holding it, for git worktrees)."""
-    import os
-
-    given = os.environ.get("PERFKIT_REFERENCE_MD")
-    if given:
-        return Path(given)
-    for parent in Path(__file__).resolve().parents[2:5]:
-        candidate = parent / "shared" / "REFERENCE.md"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-REFERENCE_MD = _reference_md()
 
 
 def test_cpu_store_loads_with_null_energy_and_measured_peaks(cpu_store):
@@ -105,20 +89,11 @@ def test_published_figures_have_sources():
         assert r.high is None or r.high > r.low
 
 
-def _renderings(value: float) -> set[str]:
-    out = {f"{value:g}", f"{value:,.0f}", f"{value:,g}"}
-    for scale, suffix in ((1e12, ""), (1e9, ""), (1e6, "M")):
-        if value >= scale:
-            out.add(f"{value / scale:g}{suffix}")
-    return out
+def test_reference_marks_are_perfkits_published_figures():
+    """The dashboards keep no numbers of their own: every mark is a figure of perfkit.reference, value and source."""
+    from perfkit.reference import figure
 
-
-@pytest.mark.skipif(REFERENCE_MD is None or not REFERENCE_MD.is_file(),
-                    reason="REFERENCE.md not found beside the checkout (set PERFKIT_REFERENCE_MD)")
-def test_every_published_number_is_in_reference_md():
-    text = REFERENCE_MD.read_text()
-    numbers = set(re.findall(r"\d+(?:,\d{3})*(?:\.\d+)?M?", text))
     for r in ref.ALL:
-        for value in (r.low, r.high):
-            if value is not None:
-                assert _renderings(value) & numbers, f"{r.key}: {value} not found in REFERENCE.md"
+        f = figure(r.key)
+        assert (r.low, r.high) == (f.value if isinstance(f.value, tuple) else (f.value, None))
+        assert (r.source, r.derived) == (f.source, f.derived)
