@@ -10,6 +10,14 @@ A backend whose ops can fuse (`ops.fuses`) gets its layers grouped into stages: 
 Dropout and correctness: two backends draw different dropout masks, so their outputs cannot be compared directly. With
 `capture_dropout_masks` set, each dropout stage records which elements it kept (`output != 0`: where the input is 0
 the mask does not matter); the reference then replays those masks (`replay_dropout_masks`) instead of drawing its own.
+
+Max pooling and correctness: where two values of a pooling window are within rounding of each other, the float64
+reference can pick the other one, and the gradient then flows to another position: one such near-tie in a network's
+backward moves conv1's weight gradient by about 1e-3 relative, over the float32 tolerance, with nothing wrong. With
+`capture_dropout_masks` set, each max-pool stage of its own (not fused) also records which input position each
+output took (`captured_pool_indices`: torch's argmax over the backend's own input, in its own dtype); the reference
+replays those choices (`replay_pool_indices`), gathering its float64 values at them. Values are still computed in
+float64 and compared: only the choice among near-equal values is the backend's.
 """
 from __future__ import annotations
 
@@ -135,9 +143,11 @@ class AlexNetModule(nn.Module):
         if channels_last:
             self.to(memory_format=torch.channels_last)
         self.stages = plan_stages(self.specs, getattr(ops, "fuses", False))
-        self.capture_dropout_masks = False
+        self.capture_dropout_masks = False  # also captures max-pool choices (see the module docstring)
         self.captured_dropout_masks: dict[str, torch.Tensor] = {}
         self.replay_dropout_masks: dict[str, torch.Tensor] | None = None
+        self.captured_pool_indices: dict[str, torch.Tensor] = {}
+        self.replay_pool_indices: dict[str, torch.Tensor] | None = None
 
     def load_shared_parameters(self, parameters: dict[str, torch.Tensor]) -> None:
         """Copy this module's parameters out of a shared set (a superset is fine: a single layer takes its own)."""
@@ -183,7 +193,12 @@ class AlexNetModule(nn.Module):
                                           pool.kernel_size, pool.stride, pool.padding)
             return ops.local_response_norm(x, head.size, head.torch_alpha, head.beta, head.k)
         if isinstance(head, MaxPool):
-            return ops.max_pool2d(x, head.kernel_size, head.stride, head.padding)
+            if self.replay_pool_indices is not None and head.name in self.replay_pool_indices:
+                return gather_pooled(x, self.replay_pool_indices[head.name].to(x.device))
+            y = ops.max_pool2d(x, head.kernel_size, head.stride, head.padding)
+            if self.capture_dropout_masks:
+                self.captured_pool_indices[head.name] = pool_indices(x, head).cpu()
+            return y
         if isinstance(head, Dropout):
             return self._dropout(head, x)
         if isinstance(head, CrossEntropy):
@@ -210,6 +225,19 @@ class AlexNetModule(nn.Module):
         if self.capture_dropout_masks:
             self.captured_dropout_masks[spec.name] = (y != 0).detach().cpu()
         return y
+
+
+def pool_indices(x: torch.Tensor, spec: MaxPool) -> torch.Tensor:
+    """Which input position (flat within its H x W plane) each max-pool output takes, as torch picks it on `x`."""
+    with torch.no_grad():
+        return F.max_pool2d(x.detach(), spec.kernel_size, stride=spec.stride, padding=spec.padding,
+                            return_indices=True)[1]
+
+
+def gather_pooled(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Max pooling with its choices given: x (N, C, H, W) gathered at `indices` (N, C, Ho, Wo); differentiable."""
+    n, c = x.shape[:2]
+    return x.reshape(n, c, -1).gather(2, indices.reshape(n, c, -1)).reshape(indices.shape)
 
 
 def init_parameters(network: Network, seed: int = 0) -> dict[str, torch.Tensor]:

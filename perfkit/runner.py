@@ -4,7 +4,8 @@ Per case:
 1. Skip (a row with status "skipped" and the reason) when the backend cannot run it here.
 2. Build the backend's module from the parameters shared by every backend of the run.
 3. Check correctness on fresh random inputs (at most `check_batch` images) against the torch backend in float64 on
-   the CPU. Over tolerance: status "incorrect", not timed, never shown as a speed result.
+   the CPU, which replays the backend's dropout masks and max-pool choices (perfkit.model). Over tolerance: status
+   "incorrect", not timed, never shown as a speed result.
 4. Time the pass on fresh inputs at the case's batch under the device's timer (CUDA events with the L2 flushed
    between repetitions unless the case option `hot_cache` is set; a CUDA-graph replay with the option `cuda_graph`),
    inside the memory monitors' window.
@@ -25,7 +26,7 @@ import contextlib
 import json
 import zlib
 from dataclasses import asdict, dataclass, field, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -36,7 +37,7 @@ from perfkit.monitors import DEFAULT_POWER_INTERVAL_S, POWERCAP_ROOT, monitors_f
 from perfkit.peaks import measure_copy_bandwidth, measure_matmul_rate, roofline
 from perfkit.progress import Progress
 from perfkit.records import Measurement
-from perfkit.specs import Network, build_network
+from perfkit.specs import Network, build_network, parse_variant
 from perfkit.store import Store, utc_now
 from perfkit.timer import TimingPolicy, timer_for
 from perfkit.workload import TOLERANCES, Workload, autocast_dtype, check, make_inputs, reference_results
@@ -45,6 +46,16 @@ from perfkit.workload import TOLERANCES, Workload, autocast_dtype, check, make_i
 #: Why a row of a `--quick` run has no energy: its sustained window is skipped.
 QUICK_ENERGY_NOTE = ("not measured: quick runs skip the sustained energy window (at least 5 s per case on a GPU, 1 s on "
                      "a CPU with RAPL)")
+
+
+@dataclass
+class CaseResult:
+    """A study's own measurement of a case (see `Runner.measure_hook`): its row, and the training curve that belongs
+    to it (objects with the columns of the store's `training_curves` table, e.g. perfkit.training.TrainingPoint),
+    stored together."""
+
+    row: Measurement
+    training_curve: Sequence = ()
 
 
 @dataclass(frozen=True)
@@ -86,10 +97,19 @@ def run_in_window(monitors: Sequence, body):
 
 
 def case_layers(network: Network, case: Case):
-    """The layer specs a case runs: one layer, or the whole network for the pass."""
+    """The layer specs a case runs: one layer, consecutive layers joined by "+" ("conv1+relu1": a backend that fuses
+    runs them as one stage), or the whole network for the pass."""
     if case.layer == NETWORK:
         return network.layers_for(case.pass_name)
-    return (network.layer(case.layer),)
+    return network.span(case.layer)
+
+
+def case_cost(network: Network, case: Case, layers):
+    """The cost model's work for a case: the network's pass, or the sum over the case's layers."""
+    if case.layer == NETWORK:
+        return network.cost(case.pass_name, case.batch, case.dtype)
+    return sum((spec.cost(case.pass_name, case.batch, case.dtype) for spec in layers[1:]),
+               layers[0].cost(case.pass_name, case.batch, case.dtype))
 
 
 @contextlib.contextmanager
@@ -114,8 +134,13 @@ class Runner:
     """Measures cases into one run of a store."""
 
     def __init__(self, store: Store, run_id: str, study: str, env: dict, env_id: str,
-                 config: RunnerConfig = RunnerConfig(), show_progress: bool = True):
+                 config: RunnerConfig = RunnerConfig(), show_progress: bool = True,
+                 measure_hook: Callable[[Case, Runner], CaseResult | None] | None = None):
+        """`measure_hook(case, runner)`: a study's own way of measuring the cases the check-and-time path does not
+        cover (a training run); it returns a CaseResult, or None to hand the case to the runner. What it raises is
+        recorded as the case's error, and the run goes on."""
         self.store = store
+        self.measure_hook = measure_hook
         self.run_id = run_id
         self.study = study
         self.env = env
@@ -142,8 +167,13 @@ class Runner:
         try:
             for case in todo:
                 progress.start(case.label)
-                row = self.measure(case)
-                self.store.add_measurement(row, self.last_power_samples if row.status == "ok" else ())
+                result = self._measure_by_hook(case) if self.measure_hook else None
+                if result is None:
+                    row = self.measure(case)
+                    self.store.add_measurement(row, self.last_power_samples if row.status == "ok" else ())
+                else:
+                    row = result.row
+                    self.store.add_measurement(row, training_curve=result.training_curve)
                 rows.append(row)
                 progress.done(row.status, _progress_detail(row))
         finally:
@@ -158,14 +188,17 @@ class Runner:
         return self._networks[key]
 
     def shared_parameters(self, case: Case) -> dict[str, torch.Tensor]:
-        key = (case.variant, case.activation)
+        """The parameters every backend of a case's network shares. Ablations of a variant (perfkit.specs.ABLATIONS)
+        have its parameters, names and values alike, so they share one set."""
+        base, _ = parse_variant(case.variant)
+        key = (base, case.activation)
         if key not in self._parameters:
-            self._parameters[key] = init_parameters(self.network(case), seed=self.config.seed)
+            self._parameters[key] = init_parameters(build_network(base, case.activation), seed=self.config.seed)
         return self._parameters[key]
 
     def blank_row(self, case: Case) -> Measurement:
         backend = get_backend(case.backend)
-        kind = NETWORK if case.layer == NETWORK else self.network(case).layer(case.layer).kind
+        kind = NETWORK if case.layer == NETWORK else "+".join(s.kind for s in self.network(case).span(case.layer))
         return Measurement(
             run_id=self.run_id, case_key=case.key, study=self.study, variant=case.variant, layer=case.layer,
             layer_kind=kind, backend=case.backend, is_baseline=backend.is_baseline, device=case.device,
@@ -173,17 +206,43 @@ class Runner:
             options=json.dumps(dict(case.options), sort_keys=True, default=str), env_id=self.env_id,
             threads=case.threads)
 
+    def _bad_case_row(self, case: Case, started: str, note: str) -> Measurement:
+        """The row of a case that names an unknown variant, layer or backend: recorded as an error."""
+        return Measurement(run_id=self.run_id, case_key=case.key, study=self.study, variant=case.variant,
+                           layer=case.layer, layer_kind="unknown", backend=case.backend, is_baseline=False,
+                           device=case.device, dtype=case.dtype, batch=case.batch, pass_name=case.pass_name,
+                           activation=case.activation, options="{}", env_id=self.env_id, status="error",
+                           note=note, started_at=started, finished_at=utc_now())
+
+    def _measure_by_hook(self, case: Case) -> CaseResult | None:
+        started = utc_now()
+        self.last_power_samples = []
+        try:
+            result = self.measure_hook(case, self)
+        except Exception as exc:  # recorded like the runner's own failures, and the run goes on
+            oom = isinstance(exc, torch.cuda.OutOfMemoryError)
+            note = f"out of memory: {str(exc).splitlines()[0]}" if oom else f"{type(exc).__name__}: {exc}"[:2000]
+            try:
+                row = replace(self.blank_row(case), status="oom" if oom else "error", note=note,
+                              started_at=started, finished_at=utc_now())
+            except (KeyError, ValueError) as bad:
+                row = self._bad_case_row(case, started, str(bad))
+            result = CaseResult(row)
+        finally:
+            if case.device.startswith("cuda") and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        if result is not None:
+            result.row.started_at = result.row.started_at or started
+            result.row.finished_at = result.row.finished_at or utc_now()
+        return result
+
     def measure(self, case: Case) -> Measurement:
         started = utc_now()
         self.last_power_samples = []
         try:
             row = self.blank_row(case)
         except (KeyError, ValueError) as exc:  # an unknown variant, layer or backend: a bad case, recorded
-            return Measurement(run_id=self.run_id, case_key=case.key, study=self.study, variant=case.variant,
-                               layer=case.layer, layer_kind="unknown", backend=case.backend, is_baseline=False,
-                               device=case.device, dtype=case.dtype, batch=case.batch, pass_name=case.pass_name,
-                               activation=case.activation, options="{}", env_id=self.env_id, status="error",
-                               note=str(exc), started_at=started, finished_at=utc_now())
+            return self._bad_case_row(case, started, str(exc))
         row.started_at = started
         backend = get_backend(case.backend)
         reason = backend.unavailable_reason(case.device, case.dtype, case.pass_name)
@@ -227,8 +286,10 @@ class Runner:
                        autocast).run_once()
         module.capture_dropout_masks = False
         masks = dict(module.captured_dropout_masks)
+        pools = dict(module.captured_pool_indices)
         module.captured_dropout_masks.clear()
-        want = self._reference(case, layers, params, inputs, masks, check_batch)
+        module.captured_pool_indices.clear()
+        want = self._reference(case, layers, params, inputs, masks, check_batch, pools)
         error, worst = check(got, want)
         del got
         tolerance = TOLERANCES[case.dtype]
@@ -278,8 +339,7 @@ class Runner:
                     if n)
 
         # 4. rates from the cost model, and the roofline from the device's peaks
-        cost = network.cost(case.pass_name, case.batch, case.dtype) if case.layer == NETWORK else \
-            layers[0].cost(case.pass_name, case.batch, case.dtype)
+        cost = case_cost(network, case, layers)
         seconds = timing.median_s
         achieved = cost.flops / seconds if seconds > 0 else None
         peak = self.device_peak(case.device, case.dtype, row.device_name)
@@ -339,12 +399,15 @@ class Runner:
         self._peaks[key] = peak
         return peak
 
-    def _reference(self, case, layers, params, inputs, masks, check_batch):
+    def _reference(self, case, layers, params, inputs, masks, check_batch, pools=None):
         active_dropout = any(spec.kind == "dropout" and spec.p > 0 for spec in layers)
-        key = (case.variant, case.activation, case.layer, case.pass_name, check_batch)
+        # The reference replays the backend's max-pool choices: backends that chose alike share it.
+        choices = tuple(sorted((name, zlib.crc32(t.numpy().tobytes())) for name, t in (pools or {}).items()))
+        key = (case.variant, case.activation, case.layer, case.pass_name, check_batch, choices)
         if not active_dropout and key in self._references:
             return self._references[key]
-        want = reference_results(layers, case.pass_name, params, inputs, masks, get_backend("torch").make_optimizer)
+        want = reference_results(layers, case.pass_name, params, inputs, masks, get_backend("torch").make_optimizer,
+                                 pools)
         # One entry: a network's float64 gradients are ~1 GB, and studies list a case's backends next to each other.
         self._references = {key: want} if not active_dropout else {}
         return want

@@ -394,6 +394,107 @@ DEFAULT_VARIANT = "alexnet2012"
 DEFAULT_INPUT_SIZE = 224
 NUM_CLASSES = 1000
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Ablations: a variant without some of the paper's ingredients, named by suffixes ("alexnet2012-nolrn",
+# "alexnet2012-nolrn-nodropout-pool2x2"), so a case's `variant` says which network it ran and `build_network` resolves
+# it. Removing a layer that has no parameters, or changing a pool's window, leaves every parameter's name and shape as
+# it was: the full network's parameters (init_parameters) load into every ablation, and all backends share them.
+
+#: suffix -> what it does. Suffixes appear in this order in a name.
+ABLATIONS = {
+    "nolrn": "without local response normalization",
+    "nodropout": "without dropout",
+    "pool2x2": "non-overlapping 2x2 stride-2 max pooling instead of the paper's overlapping 3x3 stride 2",
+}
+#: `without=` names -> suffix, and `pooling=` values.
+_WITHOUT = {"lrn": "nolrn", "dropout": "nodropout"}
+POOLINGS = ("overlapping", "nonoverlapping")
+
+
+def variant_name(variant: str, without=(), pooling: str = "overlapping") -> str:
+    """The name of `variant` ablated: variant_name("alexnet2012", without=("lrn",)) == "alexnet2012-nolrn"."""
+    base, ablations = parse_variant(variant)
+    for item in without:
+        if item not in _WITHOUT:
+            raise ValueError(f"cannot remove {item!r}; expected any of {', '.join(_WITHOUT)}")
+        ablations += (_WITHOUT[item],)
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
+    if pooling == "nonoverlapping":
+        ablations += ("pool2x2",)
+    return "-".join([base, *(a for a in ABLATIONS if a in ablations)])
+
+
+def parse_variant(name: str) -> tuple[str, tuple[str, ...]]:
+    """("alexnet2012", ("nolrn",)) for "alexnet2012-nolrn": the base variant and its ablation suffixes."""
+    base, *suffixes = name.split("-")
+    if base not in _VARIANT_TABLES:
+        raise ValueError(f"unknown variant {name!r}; expected one of {', '.join(VARIANTS)}, optionally followed by "
+                         f"ablations ({', '.join('-' + a for a in ABLATIONS)})")
+    unknown = [s for s in suffixes if s not in ABLATIONS]
+    if unknown:
+        raise ValueError(f"unknown ablation {unknown[0]!r} in variant {name!r}; expected any of "
+                         f"{', '.join(ABLATIONS)}")
+    return base, tuple(a for a in ABLATIONS if a in suffixes)
+
+
+def _ablate(table, ablations):
+    out = []
+    for entry in table:
+        if isinstance(entry, LocalResponseNorm) and "nolrn" in ablations:
+            continue
+        if isinstance(entry, Dropout) and "nodropout" in ablations:
+            continue
+        if isinstance(entry, MaxPool) and "pool2x2" in ablations:
+            entry = replace(entry, kernel_size=2, stride=2, padding=0)
+        out.append(entry)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Small networks that are not AlexNet, as layer tables run by the same modules and backends.
+
+def cifar4_table(conv_channels=(32, 32, 64)):
+    """The paper's Figure 1 network: "a four-layer convolutional neural network" on CIFAR-10, which the paper does not
+    spell out further. Modelled on cuda-convnet's small CIFAR-10 example (example-layers/layers-80sec.cfg: 5x5
+    convolutions of 32, 32 and 64 kernels with padding 2, each followed by a 3x3 stride-2 pool), trimmed to four layers
+    with weights: the three convolutions, each followed by the activation and a 3x3 stride-2 max pool, then one fully
+    connected layer to the classes (80sec's extra 64-unit layer dropped, its average pools made max pools). cuda-convnet
+    pools produce ceil((size - 3) / 2) + 1 outputs (32 -> 16 -> 8 -> 4); padding 1 gives the same sizes here."""
+    table = []
+    for i, channels in enumerate(conv_channels, start=1):
+        table += [Conv(f"conv{i}", out_channels=channels, kernel_size=5, padding=2), f"act{i}",
+                  MaxPool(f"pool{i}", kernel_size=3, stride=2, padding=1)]
+    return tuple(table)
+
+
+def build_cifar4(activation: str = "relu", input_size: int = 32, in_channels: int = 3,
+                 num_classes: int = 10) -> Network:
+    """The Figure 1 network (`cifar4_table`) for `in_channels` x `input_size` x `input_size` images and
+    `num_classes` classes: 32x32x3 and 10 for CIFAR-10, 8x8x1 for scikit-learn's digits (maps 8 -> 4 -> 2 -> 1)."""
+    convs = cifar4_table()
+    table = (*convs, Linear(f"fc{len(convs) // 3 + 1}", out_features=num_classes), CrossEntropy("loss"))
+    return network_from_table("cifar4", table, activation, (in_channels, input_size, input_size))
+
+
+def network_from_table(name: str, table, activation: str, input_shape: tuple[int, int, int]) -> Network:
+    """Resolve a layer table (specs without input shapes; "act<N>" entries take the activation and are named after it:
+    relu1, tanh1, ...) for an input shape (C, H, W)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+    shape: tuple[int, ...] = tuple(input_shape)
+    layers = []
+    for entry in table:
+        spec = Activation(f"{activation}{entry[3:]}", function=activation) if isinstance(entry, str) else entry
+        spec = replace(spec, in_shape=shape, first=not layers)
+        if spec.out_shape and min(spec.out_shape) < 1:
+            c, h, w = input_shape
+            raise ValueError(f"input {h}x{w} ({c} channels) is too small for {name}: {spec.name} would output "
+                             f"{spec.out_shape}")
+        layers.append(spec)
+        shape = spec.out_shape
+    return Network(name, activation, tuple(input_shape), tuple(layers))
+
 
 @dataclass(frozen=True)
 class Network:
@@ -410,6 +511,17 @@ class Network:
                 return spec
         raise KeyError(f"{self.variant} has no layer {name!r}; its layers: {', '.join(self.layer_names)}")
 
+    def span(self, name: str) -> tuple[LayerSpec, ...]:
+        """The layers a name stands for: one layer ("conv1"), or consecutive layers joined by "+" ("conv1+relu1",
+        the way perfkit.model names a fused stage)."""
+        names = name.split("+")
+        first = self.layer_names.index(self.layer(names[0]).name)
+        run = self.layers[first:first + len(names)]
+        if tuple(spec.name for spec in run) != tuple(names):
+            raise KeyError(f"{name!r} is not a run of consecutive layers of {self.variant}; its layers: "
+                           f"{', '.join(self.layer_names)}")
+        return run
+
     @property
     def layer_names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.layers)
@@ -418,6 +530,10 @@ class Network:
     def body(self) -> tuple[LayerSpec, ...]:
         """The layers up to the logits (the loss left out)."""
         return tuple(spec for spec in self.layers if spec.kind != "cross_entropy")
+
+    @property
+    def num_classes(self) -> int:
+        return self.body[-1].out_numel
 
     @property
     def params(self) -> int:
@@ -441,24 +557,19 @@ def dtype_bytes(dtype: str) -> int:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_BYTES)}") from None
 
 
-def build_network(variant: str = DEFAULT_VARIANT, activation: str = "relu",
-                  input_size: int = DEFAULT_INPUT_SIZE) -> Network:
-    """Resolve `variant`'s layer table for a square `input_size` image and an activation (relu, tanh or sigmoid)."""
-    if variant not in _VARIANT_TABLES:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+def build_network(variant: str = DEFAULT_VARIANT, activation: str = "relu", input_size: int = DEFAULT_INPUT_SIZE,
+                  without=(), pooling: str = "overlapping") -> Network:
+    """Resolve `variant`'s layer table for a square `input_size` image and an activation (relu, tanh or sigmoid).
+
+    Ablations: `without` names ingredients to remove ("lrn", "dropout"); `pooling="nonoverlapping"` replaces every
+    3x3 stride-2 max pool with a 2x2 stride-2 one (the same 55 -> 27 -> 13 -> 6 sizes). The variant may also carry
+    them as suffixes ("alexnet2012-nolrn-pool2x2"); the network's `variant` is the suffixed name either way."""
+    name = variant_name(variant, without, pooling)
+    base, ablations = parse_variant(name)
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
-    shape: tuple[int, ...] = (3, input_size, input_size)
-    layers = []
-    for entry in _VARIANT_TABLES[variant]:
-        spec = Activation(f"{activation}{entry[3:]}", function=activation) if isinstance(entry, str) else entry
-        spec = replace(spec, in_shape=shape, first=not layers)
-        if spec.out_shape and min(spec.out_shape) < 1:
-            raise ValueError(f"input {input_size}x{input_size} is too small for {variant}: {spec.name} would output "
-                             f"{spec.out_shape}")
-        layers.append(spec)
-        shape = spec.out_shape
-    return Network(variant, activation, (3, input_size, input_size), tuple(layers))
+    return network_from_table(name, _ablate(_VARIANT_TABLES[base], ablations), activation,
+                              (3, input_size, input_size))
 
 
 def layer_table(network: Network, batch: int, dtype: str = "float32") -> list[dict]:
@@ -474,7 +585,7 @@ def layer_table(network: Network, batch: int, dtype: str = "float32") -> list[di
             row[f"{p}_bytes_min"] = c.bytes_min
         rows.append(row)
     total = {"layer": "total", "kind": "network", "description": f"{network.variant} ({network.activation})",
-             "in_shape": list(network.input_shape), "out_shape": [NUM_CLASSES], "params": network.params}
+             "in_shape": list(network.input_shape), "out_shape": [network.num_classes], "params": network.params}
     for p in PASSES:
         c = network.cost(p, batch, dtype)
         total[f"{p}_flops"] = c.flops

@@ -9,9 +9,15 @@ Tables:
   start, `power_w` watts, `source` the NVML reading), linked to its measurement by (run_id, case_key).
 - `device_peaks`: per run, device, dtype and CPU thread count, the measured matmul rate and copy bandwidth the rows'
   roofline fields use.
+- `training_curves`: the points of a training run (the activations study's convergence runs), linked to its
+  measurement by (run_id, case_key): `epoch` (epochs completed, fractions within an epoch), `step` (SGD steps),
+  `images` (trained on), `train_error` (fraction of the evaluation images, taken from the training set, that the model
+  misclassifies at that point), `running_error` and `loss` (misclassified fraction and mean loss over the batches
+  trained on since the previous point, as they were trained), `wall_s` (training wall-clock seconds to that point,
+  evaluation excluded), `eval_s` (seconds that point's evaluation took), `eval_images`.
 
 Schema versions: 1 had the first four tables; 2 added `power_samples`, `device_peaks` and the harness's measurement
-columns. Opening an older store adds what it lacks (new columns read as NULL); merging an older store into a newer one
+columns; 3 added `training_curves`. Opening an older store adds what it lacks (new columns read as NULL); merging an older store into a newer one
 copies the tables it has.
 
 Each measurement is committed as its case finishes, so a killed study loses at most the case in flight. Rerunning the
@@ -35,7 +41,7 @@ from typing import Iterable, Sequence
 
 from perfkit.records import Measurement
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x50464B54  # "PFKT" in the SQLite header: marks the file as a perfkit store
 DEFAULT_STORE = "perfkit.db"
 STORE_ENV_VAR = "PERFKIT_STORE"
@@ -86,9 +92,18 @@ _TABLES = {
         run_id TEXT NOT NULL, device TEXT NOT NULL, device_name TEXT, dtype TEXT NOT NULL, threads INTEGER NOT NULL,
         matmul_flops_per_s REAL, copy_bytes_per_s REAL, method TEXT, measured_at TEXT, note TEXT,
         UNIQUE (run_id, device, dtype, threads))""",
+    "training_curves": """CREATE TABLE training_curves (
+        run_id TEXT NOT NULL, case_key TEXT NOT NULL, point_index INTEGER NOT NULL, epoch REAL NOT NULL,
+        step INTEGER NOT NULL, images INTEGER, train_error REAL, running_error REAL, loss REAL, wall_s REAL NOT NULL,
+        eval_s REAL, eval_images INTEGER,
+        UNIQUE (run_id, case_key, point_index))""",
 }
 DEVICE_PEAK_COLUMNS = ("run_id", "device", "device_name", "dtype", "threads", "matmul_flops_per_s", "copy_bytes_per_s",
                        "method", "measured_at", "note")
+#: The columns of a training curve's point (after run_id, case_key, point_index).
+TRAINING_POINT_COLUMNS = ("epoch", "step", "images", "train_error", "running_error", "loss", "wall_s", "eval_s",
+                          "eval_images")
+TRAINING_CURVE_COLUMNS = ("run_id", "case_key", "point_index", *TRAINING_POINT_COLUMNS)
 
 
 def _check_existing(path: Path) -> int | None:
@@ -209,8 +224,9 @@ class Store:
         return {r[0] for r in self.con.execute("SELECT case_key FROM measurements WHERE run_id=?", (run_id,))}
 
     # -- rows -----------------------------------------------------------------------------------------------------
-    def add_measurement(self, m: Measurement, power_samples: Sequence = ()) -> None:
-        """Append one row, and its power timeline (objects with t_s, power_w, source), and commit them together."""
+    def add_measurement(self, m: Measurement, power_samples: Sequence = (), training_curve: Sequence = ()) -> None:
+        """Append one row, its power timeline (objects with t_s, power_w, source) and its training curve (objects with
+        the TRAINING_POINT_COLUMNS as attributes), and commit them together."""
         row = asdict(m)
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
@@ -220,6 +236,12 @@ class Store:
                 "INSERT INTO power_samples (run_id, case_key, sample_index, t_s, power_w, source) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(m.run_id, m.case_key, i, s.t_s, s.power_w, s.source) for i, s in enumerate(power_samples)])
+            if training_curve:
+                self.con.executemany(
+                    f"INSERT INTO training_curves ({', '.join(TRAINING_CURVE_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' for _ in TRAINING_CURVE_COLUMNS)})",
+                    [(m.run_id, m.case_key, i, *(getattr(p, c) for c in TRAINING_POINT_COLUMNS))
+                     for i, p in enumerate(training_curve)])
 
     def add_device_peak(self, peak: dict) -> None:
         """Store one device's peaks for a run and dtype (a dict with DEVICE_PEAK_COLUMNS); the first one stays."""
@@ -360,11 +382,24 @@ def load_device_peaks(*paths: str | os.PathLike):
     return df
 
 
+def load_training_curves(*paths: str | os.PathLike):
+    """Every training-curve point of one or more stores: run_id, case_key, point_index and TRAINING_POINT_COLUMNS
+    (see the module docstring). Join with `load_measurements` on (run_id, case_key) for the run's activation, learning
+    rate (the row's `options`), device and backend. A store older than schema 3 has none."""
+    df = _read_tables(paths or (default_store_path(),), "SELECT * FROM training_curves ORDER BY run_id, case_key, "
+                      "point_index", ("run_id", "case_key", "point_index"), table="training_curves")
+    if df.empty:
+        import pandas as pd
+
+        return pd.DataFrame(columns=[*TRAINING_CURVE_COLUMNS, "store"])
+    return df
+
+
 # -- merging ------------------------------------------------------------------------------------------------------------
 def merge(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> dict[str, int]:
-    """Copy every run, environment, measurement, summary, power sample and device peak of `inputs` into the store `out`
-    (created if missing), skipping what `out` already holds. Each input is merged in one transaction, so an error
-    leaves `out` with whole inputs only. A run merged while unfinished and again once finished gets its end time.
+    """Copy every run, environment, measurement, summary, power sample, device peak and training-curve point of `inputs`
+    into the store `out` (created if missing), skipping what `out` already holds. Each input is merged in one
+    transaction, so an error leaves `out` with whole inputs only. A run merged while unfinished and again once finished gets its end time.
     Returns the number of rows added per table."""
     inputs = [Path(p) for p in inputs]
     for path in inputs:  # validate every input before writing anything

@@ -2,7 +2,9 @@
 
 A study is a module of `perfkit.studies` with `NAME`, `DESCRIPTION`, `cases(options) -> list[Case]` and
 `summarize(df, options) -> Summary` (df: this run's measurements). It may define `timing(options) -> TimingPolicy`,
-and `QUICK_ENERGY = True` to keep the sustained energy window in its --quick form (the energy study does).
+`QUICK_ENERGY = True` to keep the sustained energy window in its --quick form (the energy study does), and
+`measure(case, runner, options) -> perfkit.runner.CaseResult | None` to measure the cases the runner's check-and-time
+path does not cover (the activations study's training runs); None hands a case to the runner.
 perfkit itself never imports the studies: the CLI hands a study module to `run_study`.
 """
 from __future__ import annotations
@@ -91,7 +93,12 @@ def run_study(study, options: StudyOptions, store_path, show_progress: bool = Tr
         store.add_environment(env, env_id, machine_label(env))
         run_id, resumed = store.start_or_resume_run(study.NAME, options.as_args(study.NAME), env_id, git_commit(),
                                                     perfkit.__version__, cases_planned=len(cases), resume=resume)
-        runner = Runner(store, run_id, study.NAME, env, env_id, config, show_progress=show_progress)
+        hook = None
+        if hasattr(study, "measure"):
+            def hook(case, runner):
+                return study.measure(case, runner, options)
+        runner = Runner(store, run_id, study.NAME, env, env_id, config, show_progress=show_progress,
+                        measure_hook=hook)
         rows = runner.run(cases)
         df = load_measurements(store.path)
         df = df[df.run_id == run_id].reset_index(drop=True)

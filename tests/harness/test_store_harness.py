@@ -49,7 +49,7 @@ def test_new_tables_and_loaders(tmp_path):
     path = tmp_path / "a.db"
     rid = fill(path)
     con = sqlite3.connect(path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     con.close()
     samples = load_power_samples(path)
     assert list(samples.sample_index) == [0, 1, 2] and list(samples.power_w) == [200.0, 201.0, 202.0]
@@ -104,7 +104,7 @@ def test_an_older_store_still_loads_and_migrates(tmp_path):
     with Store.open(path):
         pass
     con = sqlite3.connect(path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     con.close()
     df = load_measurements(path)
     assert df.energy_j.isna().all() and "power_or_thermal_throttled" in df
