@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
@@ -58,6 +59,7 @@ class RunnerConfig:
     power_interval_s: float = DEFAULT_POWER_INTERVAL_S  # the NVML power sampler's interval
     powercap_root: str = str(POWERCAP_ROOT)  # where RAPL's sysfs tree is (tests point it elsewhere)
     device_peaks: bool = True  # measure the devices' peaks for the roofline fields
+    deadline: float | None = None  # time.monotonic() after which no new case starts (a time budget)
 
 
 def run_in_window(monitors: Sequence, body):
@@ -129,10 +131,13 @@ class Runner:
         self._references: dict = {}
         self._peaks: dict = {}
         self.last_power_samples: list = []  # the power timeline of the last case measured
+        self.cases_not_run = 0  # cases the last run() left out at its deadline
 
     # -- the loop ---------------------------------------------------------------------------------------------------
     def run(self, cases: Sequence[Case]) -> list[Measurement]:
-        """Measure every case the run does not have yet, storing each row as it finishes."""
+        """Measure every case the run does not have yet, storing each row as it finishes. With a deadline, cases
+        not started by then are left out (counted in `cases_not_run`), so the run can be resumed later; cases that
+        would only be recorded as skipped (no GPU, say) are still recorded, with their reason."""
         done = self.store.finished_case_keys(self.run_id)
         seen, todo = set(done), []
         for case in cases:
@@ -141,8 +146,13 @@ class Runner:
                 todo.append(case)
         progress = Progress(len(todo), title=self.study, enabled=self.show_progress)
         rows = []
+        self.cases_not_run = 0
         try:
             for case in todo:
+                if self.config.deadline is not None and time.monotonic() >= self.config.deadline \
+                        and not self._would_skip(case):
+                    self.cases_not_run += 1  # not stored: a rerun of the run measures it
+                    continue
                 progress.start(case.label)
                 row = self.measure(case)
                 self.store.add_measurement(row, self.last_power_samples if row.status == "ok" else ())
@@ -151,6 +161,13 @@ class Runner:
         finally:
             progress.close()
         return rows
+
+    def _would_skip(self, case: Case) -> bool:
+        """Whether the case would only be recorded as skipped (which costs nothing, so a deadline does not stop it)."""
+        try:
+            return get_backend(case.backend).unavailable_reason(case.device, case.dtype, case.pass_name) is not None
+        except ValueError:
+            return False
 
     # -- one case ---------------------------------------------------------------------------------------------------
     def network(self, case: Case) -> Network:
