@@ -230,8 +230,8 @@ def _prune_dgrad(configs, named_args, **kwargs):
     key=["M", "CG", "KG", "KH", "KW", "stride_h", "stride_w", "ACTIVATION", "DX_CHANNELS_LAST", "DOT_PRECISION"],
     prune=_prune_dgrad,
     interpreter_blocks={"BLOCK_M": lambda a: _common.fit_block(a["M"], high=1024),
-                        "BLOCK_N": lambda a: _common.fit_block(a["CG"]),
-                        "BLOCK_K": lambda a: _common.fit_block(a["KG"]), "GROUP_M": lambda a: 8},
+                        "BLOCK_N": lambda a: _common.fit_block(a["CG"], high=128),
+                        "BLOCK_K": lambda a: _common.fit_block(a["KG"], high=128), "GROUP_M": lambda a: 8},
 )
 @triton.jit
 def _conv2d_dgrad_kernel(
@@ -345,8 +345,8 @@ def _prune_wgrad(configs, named_args, **kwargs):
          "DOT_PRECISION"],
     prune=_prune_wgrad,
     interpreter_blocks={"BLOCK_M": lambda a: _common.fit_block(a["M_PER_SPLIT"], high=1024),
-                        "BLOCK_N": lambda a: _common.fit_block(a["KG"]),
-                        "BLOCK_K": lambda a: _common.fit_block(a["CG"]) if a["CHANNELS_INNER"] else 64},
+                        "BLOCK_N": lambda a: _common.fit_block(a["KG"], high=128),
+                        "BLOCK_K": lambda a: _common.fit_block(a["CG"], high=128) if a["CHANNELS_INNER"] else 64},
 )
 @triton.jit
 def _conv2d_wgrad_kernel(

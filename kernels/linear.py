@@ -95,8 +95,23 @@ def _prune_gemm(configs, named_args, **kwargs):
     return _common.fit_pipeline_stages(configs, named_args["x_ptr"].element_size())
 
 
-@triton.autotune(configs=gemm_configs(), key=["M", "N", "K", "DOT_PRECISION"],
-                 prune_configs_by={"early_config_prune": _prune_gemm})
+def _interpreter_gemm_blocks() -> dict:
+    """Tiles for the interpreter, fitted to the GEMM: its tl.dot costs every padded multiply-add (numpy's untyped
+    matmul loop, ~1e8 per second) and its loops cost per step, so a batch-1 fc6 gets a 1-row tile and deep K steps
+    (a 64-row tile would do 64 times the work), and a K = batch weight gradient gets wide tiles (few programs)."""
+
+    def block_m(a):
+        return _common.fit_block(a["M"], low=1, high=256 if a["K"] <= 64 else 128)
+
+    def block_k(a):
+        return _common.fit_block(a["K"], low=1, high=max(64, 4096 // block_m(a)))
+
+    return {"BLOCK_M": block_m, "BLOCK_N": lambda a: _common.fit_block(a["N"], low=16, high=256),
+            "BLOCK_K": block_k, "GROUP_M": lambda a: 8}
+
+
+@_common.tuned(configs=gemm_configs(), key=["M", "N", "K", "DOT_PRECISION"], prune=_prune_gemm,
+               interpreter_blocks=_interpreter_gemm_blocks())
 @triton.jit
 def _linear_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,

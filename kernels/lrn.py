@@ -33,7 +33,8 @@ import triton
 import triton.language as tl
 
 from . import _common
-from .pool import argmax_update, index_dtype, pool_configs, pool_gather, pool_geometry, tile_of_program
+from .pool import (argmax_update, index_dtype, interpreter_tile, pool_configs, pool_gather, pool_geometry,
+                   tile_of_program)
 
 
 @triton.jit
@@ -120,7 +121,8 @@ def _lrn_max_pool2d_kernel(
         tl.store(idx_ptr + out_offsets, arg.to(idx_ptr.dtype.element_ty), mask=c_ok[:, None] & q_ok[None, :])
 
 
-@triton.autotune(configs=pool_configs(), key=["C", "H", "W", "sxc", "SIZE", "FROM_POOL", "KH", "KW"])
+@_common.tuned(configs=pool_configs(), key=["C", "H", "W", "sxc", "SIZE", "FROM_POOL", "KH", "KW"],
+               interpreter_blocks=interpreter_tile())
 @triton.jit
 def _lrn_backward_kernel(
     x_ptr, dy_ptr, idx_ptr, dx_ptr,

@@ -121,7 +121,14 @@ def pool_gather(dy_base, idx_base, sdc, sdh, sdw, offs_c, c_ok, ih, iw, q_ok, OH
     return acc
 
 
-@triton.autotune(configs=pool_configs(), key=["C", "H", "W", "sdxc", "KH", "KW"])
+def interpreter_tile() -> dict:
+    """(channel, pixel) tiles for the interpreter's backward kernels: fitted to the channels, wide in pixels (its
+    cost is per program and per operation more than per element)."""
+    return {"BLOCK_C": lambda a: _common.fit_block(a["C"], low=1, high=128),
+            "BLOCK_Q": lambda a: _common.fit_block(a["H"] * a["W"], low=16, high=1024)}
+
+
+@_common.tuned(configs=pool_configs(), key=["C", "H", "W", "sdxc", "KH", "KW"], interpreter_blocks=interpreter_tile())
 @triton.jit
 def _max_pool2d_backward_kernel(
     dy_ptr, idx_ptr, dx_ptr,
