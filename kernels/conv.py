@@ -75,7 +75,7 @@ def conv_configs() -> list[triton.Config]:
         cfg(128, 128, 16, 4, 4),  # C / groups = 48 (AlexNet conv2) splits exactly into 16-channel chunks
         cfg(128, 64, 16, 4, 5),
     ]
-    return _common.select_configs(gpu, cfg(128, 64, 64, 4, 1))
+    return gpu  # the interpreter fits its blocks to each problem instead (see _common.tuned)
 
 
 def _prune(configs, named_args, **kwargs):
@@ -93,10 +93,15 @@ def _prune(configs, named_args, **kwargs):
     return _common.fit_pipeline_stages(_common.keep_configs(configs, keep), named_args["x_ptr"].element_size())
 
 
-@triton.autotune(
+@_common.tuned(
     configs=conv_configs(),
     key=["M", "KG", "CG", "KH", "KW", "stride_h", "stride_w", "CHANNELS_INNER", "Y_CHANNELS_LAST", "DOT_PRECISION"],
-    prune_configs_by={"early_config_prune": _prune},
+    prune=_prune,
+    interpreter_blocks={"BLOCK_M": lambda a: _common.fit_block(a["M"], high=1024),
+                        "BLOCK_N": lambda a: _common.fit_block(a["KG"], high=128),
+                        "BLOCK_K": lambda a: _common.fit_block(a["CG"] if a["CHANNELS_INNER"] else a["K_GEMM"],
+                                                               high=128),
+                        "GROUP_M": lambda a: 8},
 )
 @triton.jit
 def _conv2d_kernel(

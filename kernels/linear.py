@@ -254,7 +254,6 @@ def linear(
     _common.check_tensor("input", input, ndim=(2, 4))
     _common.check_tensor("weight", weight, ndim=2)
     _common.check_same("weight", weight, "input", input)
-    n_batch = input.shape[0]
     in_features = math.prod(input.shape[1:])
     if in_features == 0:
         raise ValueError(f"input of shape {tuple(input.shape)} has no features")

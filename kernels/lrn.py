@@ -5,9 +5,10 @@ torch.nn.functional.local_response_norm computes, for channel c,
     b_c = x_c / (k + alpha / size * sum_{j = c - size//2}^{c + (size-1)//2} x_j^2) ** beta
 
 with channels outside [0, C) counting as zeros (the window is zero-padded, and the mean divides by size regardless).
-A program owns a BLOCK_C x BLOCK_Q block of (channel, pixel) values of one image and sums the window with ``size``
-shifted loads of the same block; the shifted loads re-read the neighbours' lines from L1/L2, so DRAM sees about one
-read of the input. ``pow`` is exp2(-beta * log2(.)), which stays within the interpreter's core ops.
+A program owns a BLOCK_C x BLOCK_Q block of (channel, pixel) values (its pixels run across the batch's images) and sums
+the window with ``size`` shifted loads of the same block; the shifted loads re-read the neighbours' lines from L1/L2,
+so DRAM sees about one read of the input. ``pow`` is exp2(-beta * log2(.)), which stays within the interpreter's core
+ops.
 
 The fused ``lrn_max_pool2d`` evaluates the LRN at every tap of each pooling window and keeps the maximum, so the LRN
 output never reaches memory: one read of the input and one write of the pooled output, instead of a write and a read
@@ -34,7 +35,7 @@ import triton.language as tl
 
 from . import _common
 from .pool import (argmax_update, index_dtype, interpreter_tile, pool_configs, pool_gather, pool_geometry,
-                   tile_of_program)
+                   tile_grid, tile_of_program)
 
 
 @triton.jit
@@ -65,40 +66,40 @@ def lrn_at(base, offs_c, C, sxc, pix, pix_ok, alpha_over_n, beta, k,
     return x * tl.exp2(-beta * tl.log2(d))
 
 
-@triton.autotune(configs=pool_configs(), key=["C", "Q", "sxc", "SIZE"])
+@_common.tuned(configs=pool_configs(), key=["N", "C", "Q", "sxc", "SIZE"],
+               interpreter_blocks=interpreter_tile(lambda a: a["N"] * a["Q"]))
 @triton.jit
 def _lrn_kernel(
-    x_ptr, y_ptr, C, Q,
+    x_ptr, y_ptr, N, C, Q,
     sxn, sxc, sxq, syn, syc, syq,
     alpha_over_n, beta, k,
     SIZE: tl.constexpr, BEFORE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_Q: tl.constexpr,
 ):
     # Q: pixels per channel, laid out densely (stride sxq) in both NCHW and channels_last.
-    n, offs_c, offs_q = tile_of_program(Q, C, BLOCK_Q, BLOCK_C)
-    q_ok = offs_q < Q
-    base = x_ptr + n.to(tl.int64) * sxn
-    y = lrn_at(base, offs_c, C, sxc, offs_q * sxq, q_ok, alpha_over_n, beta, k, SIZE, BEFORE, BLOCK_C, BLOCK_Q)
-    y_ptrs = y_ptr + n.to(tl.int64) * syn + offs_c[:, None] * syc + (offs_q * syq)[None, :]
+    n, offs_c, offs_q, q_ok = tile_of_program(Q, C, N, BLOCK_Q, BLOCK_C)
+    y = lrn_at(x_ptr, offs_c, C, sxc, n * sxn + offs_q * sxq, q_ok, alpha_over_n, beta, k, SIZE, BEFORE,
+               BLOCK_C, BLOCK_Q)
+    y_ptrs = y_ptr + offs_c[:, None] * syc + (n * syn + offs_q * syq)[None, :]
     tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=(offs_c < C)[:, None] & q_ok[None, :])
 
 
-@triton.autotune(configs=pool_configs(), key=["C", "OH", "OW", "sxc", "SIZE", "KH", "KW", "STORE_INDEX"])
+@_common.tuned(configs=pool_configs(), key=["N", "C", "OH", "OW", "sxc", "SIZE", "KH", "KW", "STORE_INDEX"],
+               interpreter_blocks=interpreter_tile(lambda a: a["N"] * a["OH"] * a["OW"]))
 @triton.jit
 def _lrn_max_pool2d_kernel(
     x_ptr, y_ptr, idx_ptr,
-    C, H, W, OH, OW,
+    N, C, H, W, OH, OW,
     sxn, sxc, sxh, sxw, syn, syc, syh, syw,
     stride_h, stride_w, pad_h, pad_w,
     alpha_over_n, beta, k,
     SIZE: tl.constexpr, BEFORE: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, STORE_INDEX: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_Q: tl.constexpr,
 ):
-    n, offs_c, offs_q = tile_of_program(OH * OW, C, BLOCK_Q, BLOCK_C)
+    n, offs_c, offs_q, q_ok = tile_of_program(OH * OW, C, N, BLOCK_Q, BLOCK_C)
     c_ok = offs_c < C
-    q_ok = offs_q < OH * OW
     oh = offs_q // OW
     ow = offs_q % OW
-    base = x_ptr + n.to(tl.int64) * sxn
+    image = n * sxn
     acc = tl.full((BLOCK_C, BLOCK_Q), float("-inf"), tl.float32)
     arg = tl.zeros((BLOCK_C, BLOCK_Q), dtype=tl.int32)
     found = tl.zeros((BLOCK_C, BLOCK_Q), dtype=tl.int32)
@@ -107,7 +108,7 @@ def _lrn_max_pool2d_kernel(
         for kw in tl.static_range(KW):
             iw = ow * stride_w - pad_w + kw
             ok = q_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            v = lrn_at(base, offs_c, C, sxc, ih * sxh + iw * sxw, ok, alpha_over_n, beta, k,
+            v = lrn_at(x_ptr, offs_c, C, sxc, image + ih * sxh + iw * sxw, ok, alpha_over_n, beta, k,
                        SIZE, BEFORE, BLOCK_C, BLOCK_Q)
             if STORE_INDEX:
                 acc, arg, found = argmax_update(acc, arg, found, v, c_ok[:, None] & ok[None, :], kh * KW + kw)
@@ -115,18 +116,18 @@ def _lrn_max_pool2d_kernel(
                 # Taps in the padding are -inf for the max, not the LRN of a zero.
                 v = tl.where(ok[None, :], v, float("-inf"))
                 acc = tl.maximum(acc, v, propagate_nan=tl.PropagateNan.ALL)
-    out_offsets = n.to(tl.int64) * syn + offs_c[:, None] * syc + (oh * syh + ow * syw)[None, :]
+    out_offsets = offs_c[:, None] * syc + (n * syn + oh * syh + ow * syw)[None, :]
     tl.store(y_ptr + out_offsets, acc.to(y_ptr.dtype.element_ty), mask=c_ok[:, None] & q_ok[None, :])
     if STORE_INDEX:  # the winning tap of each window, in the output's layout
         tl.store(idx_ptr + out_offsets, arg.to(idx_ptr.dtype.element_ty), mask=c_ok[:, None] & q_ok[None, :])
 
 
-@_common.tuned(configs=pool_configs(), key=["C", "H", "W", "sxc", "SIZE", "FROM_POOL", "KH", "KW"],
-               interpreter_blocks=interpreter_tile())
+@_common.tuned(configs=pool_configs(), key=["N", "C", "H", "W", "sxc", "SIZE", "FROM_POOL", "KH", "KW"],
+               interpreter_blocks=interpreter_tile(lambda a: a["N"] * a["H"] * a["W"]))
 @triton.jit
 def _lrn_backward_kernel(
     x_ptr, dy_ptr, idx_ptr, dx_ptr,
-    C, H, W, OH, OW,
+    N, C, H, W, OH, OW,
     sxn, sxc, sxh, sxw, sdn, sdc, sdh, sdw, sgn, sgc, sgh, sgw,
     stride_h, stride_w, pad_h, pad_w,
     alpha_over_n, beta, k,
@@ -136,14 +137,11 @@ def _lrn_backward_kernel(
     """dx of the LRN at a block of (channel, input pixel); g, the gradient of the LRN output, is dy itself, or with
     FROM_POOL the max-pool's gradient gathered from the pooled dy through the saved winning taps."""
     AFTER: tl.constexpr = SIZE - 1 - BEFORE
-    n, offs_c, offs_q = tile_of_program(H * W, C, BLOCK_Q, BLOCK_C)
+    n, offs_c, offs_q, q_ok = tile_of_program(H * W, C, N, BLOCK_Q, BLOCK_C)
     c_ok = offs_c < C
-    q_ok = offs_q < H * W
     ih = offs_q // W
     iw = offs_q % W
-    x_base = x_ptr + n.to(tl.int64) * sxn
-    dy_base = dy_ptr + n.to(tl.int64) * sdn
-    pix = ih * sxh + iw * sxw
+    pix = n * sxn + ih * sxh + iw * sxw
     acc = tl.zeros((BLOCK_C, BLOCK_Q), dtype=tl.float32)
     g_own = tl.zeros((BLOCK_C, BLOCK_Q), dtype=tl.float32)
     scale_own = tl.zeros((BLOCK_C, BLOCK_Q), dtype=tl.float32)
@@ -152,19 +150,19 @@ def _lrn_backward_kernel(
         # the channels whose windows contain offs_c: offs_c - AFTER ... offs_c + BEFORE
         cc = offs_c + (s - AFTER)
         cc_ok = (cc >= 0) & (cc < C)
-        x_c, d_c = lrn_window(x_base, cc, C, sxc, pix, q_ok, alpha_over_n, k, SIZE, BEFORE, BLOCK_C, BLOCK_Q)
+        x_c, d_c = lrn_window(x_ptr, cc, C, sxc, pix, q_ok, alpha_over_n, k, SIZE, BEFORE, BLOCK_C, BLOCK_Q)
         if FROM_POOL:
-            g_c = pool_gather(dy_base, idx_ptr + n.to(tl.int64) * sdn, sdc, sdh, sdw, cc, cc_ok, ih, iw, q_ok,
+            g_c = pool_gather(dy_ptr, idx_ptr, n * sdn, sdc, sdh, sdw, cc, cc_ok, ih, iw, q_ok,
                               OH, OW, stride_h, stride_w, pad_h, pad_w, KH, KW, BLOCK_C, BLOCK_Q)
         else:
-            g_ptrs = dy_base + cc[:, None] * sdc + (ih * sdh + iw * sdw)[None, :]
+            g_ptrs = dy_ptr + cc[:, None] * sdc + (n * sdn + ih * sdh + iw * sdw)[None, :]
             g_c = tl.load(g_ptrs, mask=cc_ok[:, None] & q_ok[None, :], other=0.0).to(tl.float32)
         scale_c = tl.exp2(-beta * tl.log2(d_c))  # d_c ** -beta
         acc += tl.where(cc_ok[:, None], g_c * x_c * (scale_c / d_c), 0.0)
         if s == AFTER:  # cc == offs_c: this element's own terms
             g_own, scale_own, x_own = g_c, scale_c, x_c
     dx = g_own * scale_own - (2.0 * beta * alpha_over_n) * x_own * acc
-    dx_ptrs = dx_ptr + n.to(tl.int64) * sgn + offs_c[:, None] * sgc + (ih * sgh + iw * sgw)[None, :]
+    dx_ptrs = dx_ptr + offs_c[:, None] * sgc + (n * sgn + ih * sgh + iw * sgw)[None, :]
     tl.store(dx_ptrs, dx.to(dx_ptr.dtype.element_ty), mask=c_ok[:, None] & q_ok[None, :])
 
 
@@ -185,6 +183,7 @@ def local_response_norm(input: torch.Tensor, size: int, alpha: float = 1e-4, bet
     size, alpha, beta, k = _check_lrn_args(size, alpha, beta, k)
     n_batch, c = input.shape[:2]
     _common.check_int32_extent("one input image", c * math.prod(input.shape[2:]))
+    _common.check_int32_extent("the pixels of the batch", n_batch * math.prod(input.shape[2:]))
     return LocalResponseNormFunction.apply(input, size, alpha, beta, k)
 
 
@@ -209,11 +208,8 @@ def _lrn_backward(x, dy, index, size, alpha, beta, k, pool=None):
         dy = _common.same_layout(dy, index)
         strides = [t.stride() for t in (x, dy, dx)]
 
-    def grid(meta):
-        return (triton.cdiv(h * w, meta["BLOCK_Q"]) * triton.cdiv(c, meta["BLOCK_C"]) * n_batch,)
-
-    _lrn_backward_kernel[grid](
-        x, dy, index, dx, c, h, w, oh, ow, *strides[0], *strides[1], *strides[2], sh, sw, ph, pw,
+    _lrn_backward_kernel[tile_grid(n_batch, h * w, c)](
+        x, dy, index, dx, n_batch, c, h, w, oh, ow, *strides[0], *strides[1], *strides[2], sh, sw, ph, pw,
         alpha / size, beta, k, SIZE=size, BEFORE=size // 2, FROM_POOL=pool is not None, KH=kh, KW=kw,
     )
     return dx
@@ -238,11 +234,8 @@ class LocalResponseNormFunction(torch.autograd.Function):
         # Pixels of one channel are equally spaced in a dense NCHW or channels_last tensor: the last dim's stride.
         sxq, syq = x.stride(-1), y.stride(-1)
 
-        def grid(meta):
-            return (triton.cdiv(q, meta["BLOCK_Q"]) * triton.cdiv(c, meta["BLOCK_C"]) * n_batch,)
-
-        _lrn_kernel[grid](
-            x, y, c, q, x.stride(0), x.stride(1), sxq, y.stride(0), y.stride(1), syq,
+        _lrn_kernel[tile_grid(n_batch, q, c)](
+            x, y, n_batch, c, q, x.stride(0), x.stride(1), sxq, y.stride(0), y.stride(1), syq,
             alpha / size, beta, k, SIZE=size, BEFORE=size // 2,
         )
         return y
@@ -266,12 +259,8 @@ class LrnMaxPool2dFunction(torch.autograd.Function):
         store_index = ctx.needs_input_grad[0]
         index = torch.empty_like(y, dtype=index_dtype(kh, kw)) if store_index else y
         if y.numel():
-
-            def grid(meta):
-                return (triton.cdiv(oh * ow, meta["BLOCK_Q"]) * triton.cdiv(c, meta["BLOCK_C"]) * n_batch,)
-
-            _lrn_max_pool2d_kernel[grid](
-                x, y, index, c, h, w, oh, ow, *x.stride(), *y.stride(), sh, sw, ph, pw,
+            _lrn_max_pool2d_kernel[tile_grid(n_batch, oh * ow, c)](
+                x, y, index, n_batch, c, h, w, oh, ow, *x.stride(), *y.stride(), sh, sw, ph, pw,
                 alpha / size, beta, k, SIZE=size, BEFORE=size // 2, KH=kh, KW=kw, STORE_INDEX=store_index,
             )
         if store_index:
@@ -309,4 +298,5 @@ def lrn_max_pool2d(
     geometry = pool_geometry(input.shape, kernel_size, stride, padding)
     n_batch, c, h, w = input.shape
     _common.check_int32_extent("one input image", c * h * w)
+    _common.check_int32_extent("the pixels of the batch (N * H * W)", n_batch * h * w)
     return LrnMaxPool2dFunction.apply(input, size, alpha, beta, k, geometry)

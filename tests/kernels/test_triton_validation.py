@@ -229,4 +229,4 @@ def test_mismatched_devices(no_launch):
     with pytest.raises(ValueError, match="weight is on the CPU"):
         K.conv2d(x, torch.randn(4, 6, 3, 3))
     with pytest.raises(ValueError, match="target is on cpu"):
-        K.cross_entropy(torch.randn(3, 10, device="cuda"), t.idx([1, 2, 3]))
+        K.cross_entropy(torch.randn(3, 10, device="cuda"), torch.tensor([1, 2, 3]))
