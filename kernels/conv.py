@@ -376,15 +376,16 @@ def _conv2d_wgrad_kernel(
     n_ok = offs_n < KG
     co = g * KG + (offs_n % KG)  # wrapped, like the forward's
 
-    # This program's K tile: filter taps (c, kh, kw) of the group.
+    # This program's K tile: filter taps (c, kh, kw) of the group. Channels-inner: one tap (kh, kw scalars) and a
+    # chunk of channels, contiguous in channels_last x and dw; flat: BLOCK_K taps decomposed in memory order.
     if CHANNELS_INNER:
         num_cb = tl.cdiv(CG, BLOCK_K)
         cb = pid_k % num_cb
         tap = pid_k // num_cb
+        kw = tap % KW
+        kh = tap // KW
         c = cb * BLOCK_K + tl.arange(0, BLOCK_K)
         k_ok = c < CG
-        kw = tap % KW + tl.zeros((BLOCK_K,), dtype=tl.int32)
-        kh = tap // KW + tl.zeros((BLOCK_K,), dtype=tl.int32)
     else:
         kk = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
         k_ok = kk < K_GEMM
@@ -396,9 +397,9 @@ def _conv2d_wgrad_kernel(
             kw = kk % KW
             kh = (kk // KW) % KH
             c = kk // (KW * KH)
+        kh = tl.where(k_ok, kh, 0)
+        kw = tl.where(k_ok, kw, 0)
     c = tl.where(k_ok, c, 0)
-    kh = tl.where(k_ok, kh, 0)
-    kw = tl.where(k_ok, kw, 0)
     x_cols = (g * CG + c) * sxc
 
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
@@ -423,10 +424,17 @@ def _conv2d_wgrad_kernel(
             if pid_k == 0:
                 db += tl.sum(dz.to(tl.float32), axis=0)
         # A tile (BLOCK_M pixels x BLOCK_K taps): the input under each tap, zero in the padding
-        ih = (oh * stride_h - pad_h)[:, None] + kh[None, :]
-        iw = (ow * stride_w - pad_w)[:, None] + kw[None, :]
-        a_ok = m_ok[:, None] & k_ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        a = tl.load((x_ptr + n * sxn)[:, None] + (ih * sxh + iw * sxw + x_cols[None, :]), mask=a_ok, other=0.0)
+        if CHANNELS_INNER:  # one tap: the bounds are per row, the channels contiguous
+            ih = oh * stride_h - pad_h + kh
+            iw = ow * stride_w - pad_w + kw
+            row_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            a_ptrs = (x_ptr + n * sxn + ih * sxh + iw * sxw)[:, None] + x_cols[None, :]
+            a = tl.load(a_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        else:
+            ih = (oh * stride_h - pad_h)[:, None] + kh[None, :]
+            iw = (ow * stride_w - pad_w)[:, None] + kw[None, :]
+            a_ok = m_ok[:, None] & k_ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            a = tl.load((x_ptr + n * sxn)[:, None] + (ih * sxh + iw * sxw + x_cols[None, :]), mask=a_ok, other=0.0)
         acc = tl.dot(tl.trans(dz), a, acc, input_precision=DOT_PRECISION)
 
     dw_offsets = co[:, None] * sdwo + (c * sdwc + kh * sdwh + kw * sdww)[None, :]

@@ -110,8 +110,11 @@ def _interpreter_gemm_blocks() -> dict:
             "BLOCK_K": block_k, "GROUP_M": lambda a: 8}
 
 
-@_common.tuned(configs=gemm_configs(), key=["M", "N", "K", "DOT_PRECISION"], prune=_prune_gemm,
-               interpreter_blocks=_interpreter_gemm_blocks())
+# The strides are in the key: the backward runs the same kernel on transposed views (dx = dz @ w, dw = dz.T @ x),
+# whose (M, N, K) can equal a forward's (fc7's dx and forward are both 128 x 4096 x 4096) but not its best tile.
+@_common.tuned(configs=gemm_configs(),
+               key=["M", "N", "K", "stride_xm", "stride_xk", "stride_wn", "stride_wk", "DOT_PRECISION"],
+               prune=_prune_gemm, interpreter_blocks=_interpreter_gemm_blocks())
 @triton.jit
 def _linear_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
@@ -167,7 +170,8 @@ def splitk_configs() -> list[triton.Config]:
     return _common.select_configs(gpu, cfg(64, 128, 128, 4, 1))
 
 
-@triton.autotune(configs=splitk_configs(), key=["M", "N", "K", "K_PER_SPLIT", "DOT_PRECISION"],
+@triton.autotune(configs=splitk_configs(),
+                 key=["M", "N", "K", "K_PER_SPLIT", "stride_xm", "stride_xk", "stride_wn", "stride_wk", "DOT_PRECISION"],
                  prune_configs_by={"early_config_prune": _prune_gemm})
 @triton.jit
 def _linear_splitk_kernel(

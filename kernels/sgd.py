@@ -61,7 +61,7 @@ def _sgd_kernel(
     b_ptr = tl.load(row + 2).to(ref_ptr.dtype)
     numel = tl.load(row + 3)
     first = tl.load(row + 4) != 0
-    for off in tl.static_range(0, CHUNK, BLOCK):
+    for off in range(0, CHUNK, BLOCK):
         offs = start + off + tl.arange(0, BLOCK)
         mask = offs < numel
         p = tl.load(p_ptr + offs, mask=mask, other=0.0).to(tl.float32)
