@@ -227,7 +227,10 @@ def _prune_dgrad(configs, named_args, **kwargs):
     def keep(c):
         return c.kwargs["BLOCK_N"] <= max(32, cg) and c.kwargs["BLOCK_K"] <= kg
 
-    return _common.fit_pipeline_stages(_common.keep_configs(configs, keep), named_args["w_ptr"].element_size())
+    # with a fused activation the saved output's tile is pipelined beside dy's: a second A operand per stage
+    a_tiles = 2 if kwargs.get("ACTIVATION", named_args.get("ACTIVATION")) else 1
+    return _common.fit_pipeline_stages(_common.keep_configs(configs, keep), named_args["w_ptr"].element_size(),
+                                       stage_elements=lambda bm, bn, bk: a_tiles * bm * bk + bk * bn)
 
 
 @_common.tuned(
@@ -340,8 +343,9 @@ def _prune_wgrad(configs, named_args, **kwargs):
             return False
         return not (channels_inner and c.kwargs["BLOCK_K"] > cg)
 
+    dz_tiles = 2 if kwargs.get("ACTIVATION", named_args.get("ACTIVATION")) else 1  # dy and the saved y
     return _common.fit_pipeline_stages(_common.keep_configs(configs, keep), named_args["x_ptr"].element_size(),
-                                       stage_elements=lambda bm, bn, bk: bm * bn + bm * bk)
+                                       stage_elements=lambda bm, bn, bk: dz_tiles * bm * bn + bm * bk)
 
 
 @_common.tuned(
