@@ -141,6 +141,7 @@ def _save(name: str, data) -> None:
         (Path(folder) / f"{name}.json").write_text(json.dumps(data, indent=2, default=str))
 
 
+@pytest.mark.gpu
 @needs_gpu
 def test_digits_training_of_alexnet2012_follows_torch():
     """The paper's network on the same digits, upsampled to 224 x 224 x 3 (labels 0-9 of its 1000 classes), float32
@@ -179,6 +180,7 @@ def triton_kernel_names() -> set[str]:
     return names
 
 
+@pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_train_step_launches_no_cudnn_or_cublas_kernel(dtype):
@@ -247,8 +249,9 @@ class _TrainStepStudy:
         return Summary(text, data)
 
 
-@needs_gpu
+@pytest.mark.gpu
 @pytest.mark.slow
+@needs_gpu
 def test_train_step_side_by_side_with_eager_and_compile_bf16(tmp_path):
     """The issue's target: the triton train step at batch 128 in bfloat16 at least 0.8x as fast as torch eager
     (cuDNN/cuBLAS), measured in one run beside torch.compile, every row checked against the float64 reference first.
