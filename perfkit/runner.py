@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import time
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
@@ -40,7 +42,8 @@ from perfkit.records import Measurement
 from perfkit.specs import Network, build_network, parse_variant
 from perfkit.store import Store, utc_now
 from perfkit.timer import TimingPolicy, timer_for
-from perfkit.workload import TOLERANCES, Workload, autocast_dtype, check, make_inputs, reference_results
+from perfkit.workload import (STOCK_ERROR_FACTOR, STRICT_DTYPES, TOLERANCES, Workload, autocast_dtype, check,
+                              make_inputs, reference_results, tolerance_for)
 
 
 #: Why a row of a `--quick` run has no energy: its sustained window is skipped.
@@ -67,6 +70,7 @@ class RunnerConfig:
     power_interval_s: float = DEFAULT_POWER_INTERVAL_S  # the NVML power sampler's interval
     powercap_root: str = str(POWERCAP_ROOT)  # where RAPL's sysfs tree is (tests point it elsewhere)
     device_peaks: bool = True  # measure the devices' peaks for the roofline fields
+    deadline: float | None = None  # time.monotonic() after which no new case starts (a time budget)
 
 
 def run_in_window(monitors: Sequence, body):
@@ -152,10 +156,13 @@ class Runner:
         self._references: dict = {}
         self._peaks: dict = {}
         self.last_power_samples: list = []  # the power timeline of the last case measured
+        self.cases_not_run = 0  # cases the last run() left out at its deadline
 
     # -- the loop ---------------------------------------------------------------------------------------------------
     def run(self, cases: Sequence[Case]) -> list[Measurement]:
-        """Measure every case the run does not have yet, storing each row as it finishes."""
+        """Measure every case the run does not have yet, storing each row as it finishes. With a deadline, cases
+        not started by then are left out (counted in `cases_not_run`), so the run can be resumed later; cases that
+        would only be recorded as skipped (no GPU, say) are still recorded, with their reason."""
         done = self.store.finished_case_keys(self.run_id)
         seen, todo = set(done), []
         for case in cases:
@@ -164,8 +171,13 @@ class Runner:
                 todo.append(case)
         progress = Progress(len(todo), title=self.study, enabled=self.show_progress)
         rows = []
+        self.cases_not_run = 0
         try:
             for case in todo:
+                if self.config.deadline is not None and time.monotonic() >= self.config.deadline \
+                        and not self._would_skip(case):
+                    self.cases_not_run += 1  # not stored: a rerun of the run measures it
+                    continue
                 progress.start(case.label)
                 result = self._measure_by_hook(case) if self.measure_hook else None
                 if result is None:
@@ -179,6 +191,13 @@ class Runner:
         finally:
             progress.close()
         return rows
+
+    def _would_skip(self, case: Case) -> bool:
+        """Whether the case would only be recorded as skipped (which costs nothing, so a deadline does not stop it)."""
+        try:
+            return get_backend(case.backend).unavailable_reason(case.device, case.dtype, case.pass_name) is not None
+        except ValueError:
+            return False
 
     # -- one case ---------------------------------------------------------------------------------------------------
     def network(self, case: Case) -> Network:
@@ -292,10 +311,12 @@ class Runner:
         want = self._reference(case, layers, params, inputs, masks, check_batch, pools)
         error, worst = check(got, want)
         del got
-        tolerance = TOLERANCES[case.dtype]
-        row = replace(row, error_rel=error, error_tolerance=tolerance, error_batch=check_batch,
-                      error_note=f"worst tensor: {worst}")
-        if not error <= tolerance:
+        stock_error, stock_note = self._stock_error(case, backend, error, layers, params, inputs, masks, pools, want,
+                                                   dtype, autocast)
+        tolerance = tolerance_for(case.dtype, stock_error)
+        basis = f"worst tensor: {worst}" + (f"; {stock_note}" if stock_note else "")
+        row = replace(row, error_rel=error, error_tolerance=tolerance, error_batch=check_batch, error_note=basis)
+        if not (math.isfinite(error) and error <= tolerance):
             return replace(row, status="incorrect",
                            note=f"not timed: error {error:.3g} in {worst} exceeds the {case.dtype} tolerance "
                                 f"{tolerance:g}")
@@ -398,6 +419,29 @@ class Runner:
         self.store.add_device_peak(peak)
         self._peaks[key] = peak
         return peak
+
+    def _stock_error(self, case, backend, error, layers, params, inputs, masks, pools, want, dtype, autocast):
+        """Stock PyTorch's error on this case in its dtype (reduced precision only; see workload.STOCK_ERROR_FACTOR),
+        and a note saying how the tolerance was set. The torch backend's own error is its stock error."""
+        if case.dtype in STRICT_DTYPES:
+            return None, None
+        if backend.is_baseline:
+            stock = error
+        else:
+            try:
+                torch_backend = get_backend("torch")
+                module = torch_backend.build(layers, params, case.device, dtype)
+                module.replay_dropout_masks = masks  # the same masks and max-pool choices the checked backend drew
+                module.replay_pool_indices = pools or None
+                got = Workload(module, case.pass_name, inputs, case.device, dtype, torch_backend.make_optimizer,
+                               autocast).run_once()
+                stock, _ = check(got, want)
+            except Exception as exc:  # the fixed tolerance then applies, and the row says why
+                return None, f"fixed tolerance: stock PyTorch could not run this case ({type(exc).__name__}: {exc})"
+        if not math.isfinite(stock):
+            return None, "fixed tolerance: stock PyTorch's own error is not finite"
+        return stock, (f"tolerance max({TOLERANCES[case.dtype]:g}, {STOCK_ERROR_FACTOR:g} x stock PyTorch's error "
+                       f"{stock:.3g} in {case.dtype}{' autocast' if autocast is not None else ''})")
 
     def _reference(self, case, layers, params, inputs, masks, check_batch, pools=None):
         active_dropout = any(spec.kind == "dropout" and spec.p > 0 for spec in layers)

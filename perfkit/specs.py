@@ -474,26 +474,7 @@ def build_cifar4(activation: str = "relu", input_size: int = 32, in_channels: in
     `num_classes` classes: 32x32x3 and 10 for CIFAR-10, 8x8x1 for scikit-learn's digits (maps 8 -> 4 -> 2 -> 1)."""
     convs = cifar4_table()
     table = (*convs, Linear(f"fc{len(convs) // 3 + 1}", out_features=num_classes), CrossEntropy("loss"))
-    return network_from_table("cifar4", table, activation, (in_channels, input_size, input_size))
-
-
-def network_from_table(name: str, table, activation: str, input_shape: tuple[int, int, int]) -> Network:
-    """Resolve a layer table (specs without input shapes; "act<N>" entries take the activation and are named after it:
-    relu1, tanh1, ...) for an input shape (C, H, W)."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
-    shape: tuple[int, ...] = tuple(input_shape)
-    layers = []
-    for entry in table:
-        spec = Activation(f"{activation}{entry[3:]}", function=activation) if isinstance(entry, str) else entry
-        spec = replace(spec, in_shape=shape, first=not layers)
-        if spec.out_shape and min(spec.out_shape) < 1:
-            c, h, w = input_shape
-            raise ValueError(f"input {h}x{w} ({c} channels) is too small for {name}: {spec.name} would output "
-                             f"{spec.out_shape}")
-        layers.append(spec)
-        shape = spec.out_shape
-    return Network(name, activation, tuple(input_shape), tuple(layers))
+    return network_from_table("cifar4", table, (in_channels, input_size, input_size), activation)
 
 
 @dataclass(frozen=True)
@@ -568,8 +549,28 @@ def build_network(variant: str = DEFAULT_VARIANT, activation: str = "relu", inpu
     base, ablations = parse_variant(name)
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
-    return network_from_table(name, _ablate(_VARIANT_TABLES[base], ablations), activation,
-                              (3, input_size, input_size))
+    return network_from_table(name, _ablate(_VARIANT_TABLES[base], ablations), (3, input_size, input_size),
+                              activation)
+
+
+def network_from_table(name: str, table, input_shape: tuple[int, int, int], activation: str = "relu") -> Network:
+    """A Network from a layer table in the variants' form, resolved for `input_shape` (C, H, W): specs without their
+    input shapes, in order, the loss last; a string "actN" is the network's activation, named after it (relu1, tanh1).
+    The three variants are built this way; so can other networks of the same layers (a small test network, the
+    paper's CIFAR-10 net), without being registered as variants."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+    shape: tuple[int, ...] = tuple(input_shape)
+    layers = []
+    for entry in table:
+        spec = Activation(f"{activation}{entry[3:]}", function=activation) if isinstance(entry, str) else entry
+        spec = replace(spec, in_shape=shape, first=not layers)
+        if spec.out_shape and min(spec.out_shape) < 1:
+            raise ValueError(f"input {input_shape[1]}x{input_shape[2]} is too small for {name}: {spec.name} would "
+                             f"output {spec.out_shape}")
+        layers.append(spec)
+        shape = spec.out_shape
+    return Network(name, activation, tuple(input_shape), tuple(layers))
 
 
 def layer_table(network: Network, batch: int, dtype: str = "float32") -> list[dict]:

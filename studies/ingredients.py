@@ -15,8 +15,8 @@ Memory: on a GPU, the torch allocator's peak during the timed repetitions (activ
 this case alone); on the CPU, the process's peak resident set size in that window, which also counts the interpreter,
 the parameters and perfkit's float64 reference results, so differences between networks are indicative only.
 
-Grids: the GPU when there is one (torch and triton; the triton backend runs its forward pass, and says so for the
-others), the CPU when asked for or when there is no GPU (torch; triton skipped with the reason).
+Grids: the GPU when there is one (torch and triton, every pass), the CPU when asked for or when there is no GPU
+(torch; triton's rows skipped with the reason).
 - quick: CPU batch 4, GPU batch 128. full: CPU batch 16, GPU batch 128. --batch sets both.
 - options.extra narrows it (the tests): "layers" (layer names, "network" for the whole networks), "passes",
   "ablations" (any of dropout, lrn, pooling).

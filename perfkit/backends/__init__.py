@@ -48,8 +48,9 @@ class Backend:
               dtype: torch.dtype) -> torch.nn.Module:
         raise NotImplementedError
 
-    def make_optimizer(self, params) -> torch.optim.Optimizer:
-        return torch.optim.SGD(params, lr=SGD_LR, momentum=SGD_MOMENTUM, weight_decay=SGD_WEIGHT_DECAY)
+    def make_optimizer(self, params, lr: float = SGD_LR, weight_decay: float = SGD_WEIGHT_DECAY) -> torch.optim.Optimizer:
+        """The paper's SGD (momentum 0.9) over `params`; a study may change the rate and weight decay."""
+        return torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=weight_decay)
 
     def __repr__(self) -> str:
         return f"<backend {self.name}>"
