@@ -22,6 +22,7 @@ NARROW = {
     "precision": {"layers": ["fc8"]},
     "energy": {"passes": ["forward"]},
     "roofline": {"layers": ["pool5", "fc8"]},
+    "augmentation": {},  # batch 1: one image per augmentation case, and the CPU's train step at batch 1
 }
 
 
