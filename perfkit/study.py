@@ -2,7 +2,9 @@
 
 A study is a module of `perfkit.studies` with `NAME`, `DESCRIPTION`, `cases(options) -> list[Case]` and
 `summarize(df, options) -> Summary` (df: this run's measurements). It may define `timing(options) -> TimingPolicy`,
-and `QUICK_ENERGY = True` to keep the sustained energy window in its --quick form (the energy study does).
+`QUICK_ENERGY = True` to keep the sustained energy window in its --quick form (the energy study does), and
+`measure(runner, cases) -> rows` to measure its cases itself into the runner's store and run instead of
+`runner.run(cases)` (multigpu does: torchrun workers measure its cases and their rank 0 stores the rows).
 perfkit itself never imports the studies: the CLI hands a study module to `run_study`.
 """
 from __future__ import annotations
@@ -92,7 +94,8 @@ def run_study(study, options: StudyOptions, store_path, show_progress: bool = Tr
         run_id, resumed = store.start_or_resume_run(study.NAME, options.as_args(study.NAME), env_id, git_commit(),
                                                     perfkit.__version__, cases_planned=len(cases), resume=resume)
         runner = Runner(store, run_id, study.NAME, env, env_id, config, show_progress=show_progress)
-        rows = runner.run(cases)
+        measure = getattr(study, "measure", None)
+        rows = measure(runner, cases) if measure is not None else runner.run(cases)
         df = load_measurements(store.path)
         df = df[df.run_id == run_id].reset_index(drop=True)
         summary = study.summarize(df, options)
