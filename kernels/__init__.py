@@ -1,5 +1,5 @@
-"""Hand-written Triton forward kernels for every AlexNet layer, behind a functional API that mirrors
-torch.nn.functional (names, argument order, defaults), plus fused forms.
+"""Hand-written Triton kernels for every AlexNet layer, forward and backward, behind a functional API that mirrors
+torch.nn.functional (names, argument order, defaults), plus fused forms, and a fused SGD optimizer.
 
     conv2d(input, weight, bias=None, stride=1, padding=0, groups=1, activation=None)
     linear(input, weight, bias=None, activation=None, dropout_p=0.0, dropout_seed=None)
@@ -12,6 +12,14 @@ torch.nn.functional (names, argument order, defaults), plus fused forms.
     augment(input, top, left, flip, alpha, color, mean, std, size=224, out_dtype=torch.float32,
             channels_last=False, input_scale=None)
     is_interpreting()
+    TritonSGD(params, lr=0.01, momentum=0.9, dampening=0, weight_decay=5e-4, nesterov=False)   (perfkit.kernels.sgd)
+
+Every function is differentiable: each op is a torch.autograd.Function (in its kernel module) whose backward runs
+Triton kernels, so ``loss.backward()`` through them launches nothing else. Fused forward forms have fused backwards:
+conv2d / linear with an activation apply its derivative (from the saved output) inside the gradient kernels, linear's
+dropout mask is regenerated from its seed, lrn_max_pool2d goes back through the pooling's saved one-byte winning taps
+and the LRN in one kernel. Backward kernels write input gradients in the input's memory format (channels_last stays
+channels_last) and parameter gradients in the parameter's.
 
 Tensors are float32, float16 or bfloat16 (accumulation in float32) on a CUDA device, or on the CPU when
 TRITON_INTERPRET=1 was set before this package was imported (Triton's interpreter: correctness only, and wrong for
@@ -35,8 +43,10 @@ from .dropout import dropout
 from .linear import linear
 from .lrn import local_response_norm, lrn_max_pool2d
 from .pool import max_pool2d
+from .sgd import TritonSGD
 
 __all__ = [
+    "TritonSGD",
     "augment",
     "conv2d",
     "cross_entropy",

@@ -1,5 +1,5 @@
 """Helpers shared by every kernel family: the interpreter switch, argument checks, the TF32 policy, autotune-config
-selection and the fused epilogues (activation, dropout mask).
+selection, the fused epilogues (activation, dropout mask) and their derivatives for the backward kernels.
 
 Error convention for the whole package (checked on the host, before anything is allocated or launched):
 
@@ -40,6 +40,26 @@ def select_configs(gpu_configs: list[triton.Config], interpreter_config: triton.
     return [interpreter_config] if is_interpreting() else gpu_configs
 
 
+def tuned(configs: list[triton.Config], key: list[str], prune=None, interpreter_blocks: dict | None = None):
+    """Decorator for a tiled kernel: ``triton.autotune`` over ``configs`` on a GPU. Under the interpreter, where
+    autotuning cannot benchmark, ``triton.heuristics`` with ``interpreter_blocks`` ({meta-parameter: fn(args)}) instead:
+    block sizes fitted to each problem, because masked lanes cost the interpreter as much as real ones (a 64-wide
+    tile over 16 channels is four times the work), and the interpreter's cost is per element and per loop step."""
+
+    def decorator(fn):
+        if is_interpreting() and interpreter_blocks:
+            return triton.heuristics(interpreter_blocks)(fn)
+        kwargs = {"prune_configs_by": {"early_config_prune": prune}} if prune else {}
+        return triton.autotune(configs=configs, key=key, **kwargs)(fn)
+
+    return decorator
+
+
+def fit_block(extent: int, low: int = 16, high: int = 64) -> int:
+    """The power of two covering ``extent``, clamped to [low, high]: a tile dimension fitted to the problem."""
+    return max(low, min(high, triton.next_power_of_2(max(1, extent))))
+
+
 def keep_configs(configs: list[triton.Config], keep) -> list[triton.Config]:
     """Prune an autotune list with the predicate ``keep(config)``, never down to nothing."""
     kept = [c for c in configs if keep(c)]
@@ -50,13 +70,15 @@ def keep_configs(configs: list[triton.Config], keep) -> list[triton.Config]:
 SHARED_MEMORY_BYTES = 227 * 1024
 
 
-def fit_pipeline_stages(configs: list[triton.Config], elem_bytes: int) -> list[triton.Config]:
+def fit_pipeline_stages(configs: list[triton.Config], elem_bytes: int, stage_elements=None) -> list[triton.Config]:
     """Lower num_stages of GEMM configs (BLOCK_M, BLOCK_N, BLOCK_K) until their operand ring buffers fit in shared
-    memory for this element size: the 16-bit sweep would not launch in float32 otherwise. Duplicates are dropped."""
+    memory for this element size: the 16-bit sweep would not launch in float32 otherwise. Duplicates are dropped.
+    ``stage_elements(bm, bn, bk)``: operand elements per stage, (M x K) + (K x N) by default; a GEMM whose reduction
+    runs along BLOCK_M (the convolution's weight gradient) passes its own."""
     out, seen = [], set()
     for c in configs:
         bm, bn, bk = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]
-        per_stage = (bm * bk + bk * bn) * elem_bytes
+        per_stage = (stage_elements(bm, bn, bk) if stage_elements else bm * bk + bk * bn) * elem_bytes
         stages = c.num_stages
         while stages > 2 and stages * per_stage > SHARED_MEMORY_BYTES:
             stages -= 1
@@ -219,6 +241,22 @@ def apply_activation(x, ACTIVATION: tl.constexpr):
 
 
 @triton.jit
+def activation_grad(dy, y, ACTIVATION: tl.constexpr):
+    """The gradient through the activation epilogue, from its **output** y = act(z) (float32 blocks): dy * act'(z).
+
+    Every activation here has a derivative that is a function of its output, so the backward kernels need only the
+    saved output, never the pre-activation: relu' = [y > 0], tanh' = 1 - y**2, sigmoid' = y * (1 - y). The forms and
+    their order of operations are torch's (threshold_backward, tanh_backward, sigmoid_backward)."""
+    if ACTIVATION == 1:
+        dy = tl.where(y <= 0.0, 0.0, dy)
+    elif ACTIVATION == 2:
+        dy = dy * (1.0 - y * y)
+    elif ACTIVATION == 3:
+        dy = dy * (1.0 - y) * y
+    return dy
+
+
+@triton.jit
 def dropout_keep(seed, offsets, p):
     """Which elements survive dropout with drop probability ``p``: one Philox draw per element offset, so the mask is a
     pure function of (seed, offset) and any kernel that knows an element's offset reproduces it."""
@@ -283,3 +321,19 @@ def dense_format(t: torch.Tensor) -> tuple[torch.Tensor, torch.memory_format]:
     if t.is_contiguous(memory_format=torch.channels_last):
         return t, torch.channels_last
     return t.contiguous(), torch.contiguous_format
+
+
+def same_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` with the strides of the dense tensor ``like`` (same shape): ``t`` itself when they already match, else a
+    copy. Backward kernels that walk storage in memory order (elementwise, dropout) need the incoming gradient laid out
+    like the tensor whose offsets they reproduce."""
+    if t.stride() == like.stride():
+        return t
+    return torch.empty_like(like, dtype=t.dtype).copy_(t)
+
+
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    """channels_last for a 4-D tensor stored that way (and not also NCHW-contiguous), else contiguous_format."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format

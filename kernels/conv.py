@@ -24,6 +24,25 @@ Two ways to walk K, chosen on the host:
 The output is written in the input's memory format. For NCHW the stored block is transposed so that consecutive
 lanes write consecutive pixels (the coalescing pass makes the last block dimension the fastest when it cannot prove
 contiguity, which the pixel decomposition hides).
+
+Backward of y = act(conv(x, w) + b), with dz = dy * act'(y) (act' from the saved output, ``_common.activation_grad``):
+
+- Input gradient, an implicit GEMM per group over input pixels:
+      dx[m, c] = sum_{(kh, kw, o)} dz[n, oh, ow, o] * w[o, c, kh, kw]    m = (n, ih, iw), oh = (ih + ph - kh) / sh
+  where the tap counts only when (ih + ph - kh) and (iw + pw - kw) divide by the stride and land inside the output.
+  K is walked tap by tap and, inside, in BLOCK_K chunks of output channels (contiguous in channels_last dy and
+  weights). A strided convolution masks the taps that do not divide (1 - 1 / (sh sw) of them): AlexNet's only strided
+  convolution is conv1, whose input is the image and needs no gradient, so no phase decomposition is done.
+- Weight gradient, an implicit GEMM per group whose reduction runs over the output pixels:
+      dw[o, k] = sum_m dz[m, o] * A[m, k]     (A: the forward's implicit im2col of x, gathered, never stored)
+  Each program owns a BLOCK_N (output channels) x BLOCK_K (filter taps) tile of dw, with K tiled as in the forward
+  (channels-inner or flat). The bias gradient db[o] = sum_m dz[m, o] rides along: the programs of the first K tile
+  also sum their dz tiles. The reduction (N * OH * OW: 387,200 for conv1 at batch 128) is long and the output small,
+  so on a GPU it is split over SPLIT programs writing float32 partial sums that a second kernel adds in a fixed
+  order (deterministic, no atomics).
+- The activation's derivative is fused into both GEMMs: they load dy and the saved y and form dz tile by tile as
+  they gather it, so dz never reaches memory (the unfused chain writes and reads it back: one full-size write and
+  two reads more).
 """
 from __future__ import annotations
 
@@ -32,7 +51,7 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import apply_activation
+from ._common import activation_grad, apply_activation
 
 
 def conv_configs() -> list[triton.Config]:
@@ -56,7 +75,7 @@ def conv_configs() -> list[triton.Config]:
         cfg(128, 128, 16, 4, 4),  # C / groups = 48 (AlexNet conv2) splits exactly into 16-channel chunks
         cfg(128, 64, 16, 4, 5),
     ]
-    return _common.select_configs(gpu, cfg(128, 64, 64, 4, 1))
+    return gpu  # the interpreter fits its blocks to each problem instead (see _common.tuned)
 
 
 def _prune(configs, named_args, **kwargs):
@@ -74,10 +93,15 @@ def _prune(configs, named_args, **kwargs):
     return _common.fit_pipeline_stages(_common.keep_configs(configs, keep), named_args["x_ptr"].element_size())
 
 
-@triton.autotune(
+@_common.tuned(
     configs=conv_configs(),
     key=["M", "KG", "CG", "KH", "KW", "stride_h", "stride_w", "CHANNELS_INNER", "Y_CHANNELS_LAST", "DOT_PRECISION"],
-    prune_configs_by={"early_config_prune": _prune},
+    prune=_prune,
+    interpreter_blocks={"BLOCK_M": lambda a: _common.fit_block(a["M"], high=1024),
+                        "BLOCK_N": lambda a: _common.fit_block(a["KG"], high=128),
+                        "BLOCK_K": lambda a: _common.fit_block(a["CG"] if a["CHANNELS_INNER"] else a["K_GEMM"],
+                                                               high=128),
+                        "GROUP_M": lambda a: 8},
 )
 @triton.jit
 def _conv2d_kernel(
@@ -174,6 +198,401 @@ def _conv2d_kernel(
         tl.store(y_ptrs, tl.trans(out), mask=n_ok[:, None] & m_ok[None, :])
 
 
+def dgrad_configs() -> list[triton.Config]:
+    """Autotune sweep for the input-gradient GEMM (input pixels x input channels, K over taps and output channels)."""
+
+    def cfg(bm, bn, bk, warps, stages, group_m=8):
+        return triton.Config(
+            {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m}, num_warps=warps, num_stages=stages
+        )
+
+    gpu = [
+        cfg(128, 128, 64, 8, 3),
+        cfg(128, 128, 32, 4, 4),
+        cfg(128, 64, 64, 4, 4),
+        cfg(64, 128, 64, 4, 4),
+        cfg(64, 64, 64, 4, 4),
+        cfg(128, 64, 32, 4, 4),
+        cfg(128, 32, 64, 4, 4),
+        cfg(128, 128, 16, 4, 4),
+    ]
+    return gpu  # the interpreter fits its blocks to each problem instead (see _common.tuned)
+
+
+def _prune_dgrad(configs, named_args, **kwargs):
+    """Drop tiles much wider than the group's input channels (BLOCK_N) or deeper than its output channels (BLOCK_K)."""
+    cg = triton.next_power_of_2(named_args["CG"])
+    kg = max(16, triton.next_power_of_2(named_args["KG"]))
+
+    def keep(c):
+        return c.kwargs["BLOCK_N"] <= max(32, cg) and c.kwargs["BLOCK_K"] <= kg
+
+    # with a fused activation the saved output's tile is pipelined beside dy's: a second A operand per stage
+    a_tiles = 2 if kwargs.get("ACTIVATION", named_args.get("ACTIVATION")) else 1
+    return _common.fit_pipeline_stages(_common.keep_configs(configs, keep), named_args["w_ptr"].element_size(),
+                                       stage_elements=lambda bm, bn, bk: a_tiles * bm * bk + bk * bn)
+
+
+@_common.tuned(
+    configs=dgrad_configs(),
+    key=["M", "CG", "KG", "KH", "KW", "stride_h", "stride_w", "ACTIVATION", "DX_CHANNELS_LAST", "DOT_PRECISION"],
+    prune=_prune_dgrad,
+    interpreter_blocks={"BLOCK_M": lambda a: _common.fit_block(a["M"], high=1024),
+                        "BLOCK_N": lambda a: _common.fit_block(a["CG"], high=128),
+                        "BLOCK_K": lambda a: _common.fit_block(a["KG"], high=128), "GROUP_M": lambda a: 8},
+)
+@triton.jit
+def _conv2d_dgrad_kernel(
+    dy_ptr, y_ptr, w_ptr, dx_ptr,
+    H, W, OH, OW, M, CG, KG, KH, KW,
+    stride_h, stride_w, pad_h, pad_w,
+    sdyn, sdyc, sdyh, sdyw,
+    syn, syc, syh, syw,
+    swo, swc, swh, sww,
+    sdxn, sdxc, sdxh, sdxw,
+    ACTIVATION: tl.constexpr, DOT_PRECISION: tl.constexpr, DX_CHANNELS_LAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    g = tl.program_id(1)
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(CG, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    first_pid_m = (pid // num_pid_in_group) * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+
+    # Input pixels of this tile (rows of dx), and the input channels of the group (columns).
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = offs_m < M
+    iw = offs_m % W
+    ih = (offs_m // W) % H
+    n = offs_m // (W * H)
+    hp = ih + pad_h
+    wp = iw + pad_w
+    dy_rows = dy_ptr + n.to(tl.int64) * sdyn + (g * KG) * sdyc
+    y_rows = y_ptr + n.to(tl.int64) * syn + (g * KG) * syc
+
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    c_g = offs_n % CG  # wrapped: no mask on the filter loads; the extra columns are never stored
+    ci = g * CG + c_g  # the input channel (the filter's dimension 1 is the channel within the group)
+    w_cols = w_ptr + c_g * swc + (g * KG).to(tl.int64) * swo
+
+    offs_k = tl.arange(0, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    num_ob = tl.cdiv(KG, BLOCK_K)
+    for step in range(0, KH * KW * num_ob):
+        ob = step % num_ob
+        tap = step // num_ob
+        kw = tap % KW
+        kh = tap // KW
+        # the output pixel whose window puts tap (kh, kw) on this input pixel, if the stride lands on it
+        th = hp - kh
+        tw = wp - kw
+        oh = th // stride_h
+        ow = tw // stride_w
+        row_ok = m_ok & (th >= 0) & (tw >= 0) & (oh * stride_h == th) & (ow * stride_w == tw) & (oh < OH) & (ow < OW)
+        offs_o = ob * BLOCK_K + offs_k
+        o_ok = offs_o < KG
+        a_mask = row_ok[:, None] & o_ok[None, :]
+        a = tl.load((dy_rows + oh * sdyh + ow * sdyw)[:, None] + offs_o[None, :] * sdyc, mask=a_mask, other=0.0)
+        if ACTIVATION != 0:
+            yv = tl.load((y_rows + oh * syh + ow * syw)[:, None] + offs_o[None, :] * syc, mask=a_mask, other=0.0)
+            a = activation_grad(a.to(tl.float32), yv.to(tl.float32), ACTIVATION)
+        a = a.to(w_ptr.dtype.element_ty)  # dz rounded to the operands' dtype, as the unfused chain stores it
+        b = tl.load((w_cols + kh * swh + kw * sww)[None, :] + offs_o[:, None] * swo, mask=o_ok[:, None], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+
+    out = acc.to(dx_ptr.dtype.element_ty)
+    n_ok = offs_n < CG
+    dx_rows = n.to(tl.int64) * sdxn + ih * sdxh + iw * sdxw
+    if DX_CHANNELS_LAST:
+        tl.store(dx_ptr + dx_rows[:, None] + ci[None, :] * sdxc, out, mask=m_ok[:, None] & n_ok[None, :])
+    else:
+        tl.store(dx_ptr + dx_rows[None, :] + ci[:, None] * sdxc, tl.trans(out), mask=n_ok[:, None] & m_ok[None, :])
+
+
+def wgrad_configs() -> list[triton.Config]:
+    """Autotune sweep for the weight-gradient GEMM: BLOCK_N output channels x BLOCK_K filter taps per program,
+    reducing over BLOCK_M output pixels at a time."""
+
+    def cfg(bm, bn, bk, warps, stages):
+        return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=warps, num_stages=stages)
+
+    gpu = [
+        cfg(64, 128, 128, 8, 3),
+        cfg(64, 128, 64, 4, 4),
+        cfg(64, 64, 128, 4, 4),
+        cfg(128, 64, 64, 4, 4),
+        cfg(64, 64, 64, 4, 4),
+        cfg(32, 128, 128, 8, 4),
+        cfg(64, 128, 32, 4, 4),
+        cfg(64, 64, 16, 4, 5),
+    ]
+    return gpu
+
+
+def _prune_wgrad(configs, named_args, **kwargs):
+    kg = triton.next_power_of_2(named_args["KG"])
+    cg = max(16, triton.next_power_of_2(named_args["CG"]))
+    channels_inner = kwargs.get("CHANNELS_INNER", named_args.get("CHANNELS_INNER"))
+
+    def keep(c):
+        if c.kwargs["BLOCK_N"] > max(32, kg):
+            return False
+        return not (channels_inner and c.kwargs["BLOCK_K"] > cg)
+
+    dz_tiles = 2 if kwargs.get("ACTIVATION", named_args.get("ACTIVATION")) else 1  # dy and the saved y
+    return _common.fit_pipeline_stages(_common.keep_configs(configs, keep), named_args["x_ptr"].element_size(),
+                                       stage_elements=lambda bm, bn, bk: dz_tiles * bm * bn + bm * bk)
+
+
+@_common.tuned(
+    configs=wgrad_configs(),
+    key=["M_PER_SPLIT", "KG", "CG", "KH", "KW", "stride_h", "stride_w", "CHANNELS_INNER", "ACTIVATION", "HAS_DB",
+         "DOT_PRECISION"],
+    prune=_prune_wgrad,
+    interpreter_blocks={"BLOCK_M": lambda a: _common.fit_block(a["M_PER_SPLIT"], high=1024),
+                        "BLOCK_N": lambda a: _common.fit_block(a["KG"], high=128),
+                        "BLOCK_K": lambda a: _common.fit_block(a["CG"], high=128) if a["CHANNELS_INNER"] else 64},
+)
+@triton.jit
+def _conv2d_wgrad_kernel(
+    x_ptr, dy_ptr, y_ptr, dw_ptr, db_ptr,
+    H, W, OH, OW, M, M_PER_SPLIT, CG, KG, KH, KW, K_GEMM,
+    stride_h, stride_w, pad_h, pad_w,
+    sxn, sxc, sxh, sxw,
+    sdyn, sdyc, sdyh, sdyw,
+    syn, syc, syh, syw,
+    sdwo, sdwc, sdwh, sdww, dw_split_stride, db_split_stride,
+    HAS_DB: tl.constexpr, ACTIVATION: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    CHANNELS_INNER: tl.constexpr, C_FASTEST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    g = tl.program_id(1)
+    split = tl.program_id(2)
+    num_pid_n = tl.cdiv(KG, BLOCK_N)
+    pid_n = tl.program_id(0) % num_pid_n  # consecutive programs share a K tile: the same x columns, from L2
+    pid_k = tl.program_id(0) // num_pid_n
+
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < KG
+    co = g * KG + (offs_n % KG)  # wrapped, like the forward's
+
+    # This program's K tile: filter taps (c, kh, kw) of the group. Channels-inner: one tap (kh, kw scalars) and a
+    # chunk of channels, contiguous in channels_last x and dw; flat: BLOCK_K taps decomposed in memory order.
+    if CHANNELS_INNER:
+        num_cb = tl.cdiv(CG, BLOCK_K)
+        cb = pid_k % num_cb
+        tap = pid_k // num_cb
+        kw = tap % KW
+        kh = tap // KW
+        c = cb * BLOCK_K + tl.arange(0, BLOCK_K)
+        k_ok = c < CG
+    else:
+        kk = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+        k_ok = kk < K_GEMM
+        if C_FASTEST:
+            c = kk % CG
+            kw = (kk // CG) % KW
+            kh = kk // (CG * KW)
+        else:
+            kw = kk % KW
+            kh = (kk // KW) % KH
+            c = kk // (KW * KH)
+        kh = tl.where(k_ok, kh, 0)
+        kw = tl.where(k_ok, kw, 0)
+    c = tl.where(k_ok, c, 0)
+    x_cols = (g * CG + c) * sxc
+
+    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    db = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    m_start = split * M_PER_SPLIT
+    m_stop = min(m_start + M_PER_SPLIT, M)
+    for m0 in range(m_start, m_stop, BLOCK_M):
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        m_ok = offs_m < m_stop
+        ow = offs_m % OW
+        oh = (offs_m // OW) % OH
+        n = (offs_m // (OW * OH)).to(tl.int64)
+        # dz tile (BLOCK_M pixels x BLOCK_N output channels), formed from dy and the saved y
+        dz = tl.load((dy_ptr + n * sdyn + oh * sdyh + ow * sdyw)[:, None] + co[None, :] * sdyc,
+                     mask=m_ok[:, None], other=0.0)
+        if ACTIVATION != 0:
+            yv = tl.load((y_ptr + n * syn + oh * syh + ow * syw)[:, None] + co[None, :] * syc,
+                         mask=m_ok[:, None], other=0.0)
+            dz = activation_grad(dz.to(tl.float32), yv.to(tl.float32), ACTIVATION)
+        dz = dz.to(x_ptr.dtype.element_ty)
+        if HAS_DB:
+            if pid_k == 0:
+                db += tl.sum(dz.to(tl.float32), axis=0)
+        # A tile (BLOCK_M pixels x BLOCK_K taps): the input under each tap, zero in the padding
+        if CHANNELS_INNER:  # one tap: the bounds are per row, the channels contiguous
+            ih = oh * stride_h - pad_h + kh
+            iw = ow * stride_w - pad_w + kw
+            row_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            a_ptrs = (x_ptr + n * sxn + ih * sxh + iw * sxw)[:, None] + x_cols[None, :]
+            a = tl.load(a_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        else:
+            ih = (oh * stride_h - pad_h)[:, None] + kh[None, :]
+            iw = (ow * stride_w - pad_w)[:, None] + kw[None, :]
+            a_ok = m_ok[:, None] & k_ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            a = tl.load((x_ptr + n * sxn)[:, None] + (ih * sxh + iw * sxw + x_cols[None, :]), mask=a_ok, other=0.0)
+        acc = tl.dot(tl.trans(dz), a, acc, input_precision=DOT_PRECISION)
+
+    dw_offsets = co[:, None] * sdwo + (c * sdwc + kh * sdwh + kw * sdww)[None, :]
+    tl.store(dw_ptr + split * dw_split_stride + dw_offsets, acc.to(dw_ptr.dtype.element_ty),
+             mask=n_ok[:, None] & k_ok[None, :])
+    if HAS_DB:
+        if pid_k == 0:
+            tl.store(db_ptr + split * db_split_stride + co, db.to(db_ptr.dtype.element_ty), mask=n_ok)
+
+
+@triton.jit
+def _split_sum_kernel(ws_ptr, out_ptr, numel, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+    """out[i] = sum over s of ws[s * numel + i], in order of s (the split partial sums of a gradient)."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for s in tl.static_range(SPLIT):
+        acc += tl.load(ws_ptr + s * numel + offs, mask=mask, other=0.0)
+    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def choose_wgrad_split(m: int, tiles: int, device: torch.device) -> int:
+    """How many slices to cut the weight gradient's reduction (N * OH * OW pixels) into: enough programs to cover
+    the SMs with 128 x 128 tiles, each slice at least 2048 pixels deep, at most 64. Always 1 under the interpreter."""
+    if _common.is_interpreting() or device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    if 2 * tiles >= sms:
+        return 1
+    return max(1, min(triton.cdiv(sms, tiles), m // 2048, 64))
+
+
+
+class Conv2dFunction(torch.autograd.Function):
+    """act(conv2d(x, w) + b) with the backward of the module docstring. Saves the input (as the kernels read it),
+    the weight, and the output when an activation was fused."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, stride, padding, groups, code):
+        (sh, sw), (ph, pw) = stride, padding
+        n_batch, c_in, h, w = input.shape
+        c_out, cg, kh, kw = weight.shape
+        oh = (h + 2 * ph - kh) // sh + 1
+        ow = (w + 2 * pw - kw) // sw + 1
+        x, fmt = _common.dense_format(input)
+        channels_last = fmt == torch.channels_last
+        y = torch.empty((n_batch, c_out, oh, ow), dtype=input.dtype, device=input.device, memory_format=fmt)
+        channels_inner = cg >= 16
+        if channels_inner:
+            # The gather wants channels contiguous, in the input and in the filter alike.
+            x = x.contiguous(memory_format=torch.channels_last)
+            wk = weight.contiguous(memory_format=torch.channels_last)
+            c_fastest = True
+        else:
+            c_fastest = channels_last
+            wk = weight.contiguous(memory_format=torch.channels_last if c_fastest else torch.contiguous_format)
+        ctx.geometry = (stride, padding, groups, code, channels_inner, c_fastest, fmt)
+        ctx.has_bias = bias is not None
+        ctx.input_shape, ctx.weight_shape, ctx.weight_strides = tuple(input.shape), tuple(weight.shape), weight.stride()
+        # x for the weight (and bias: same pass) gradient, the filter for the input gradient, y for act'.
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] or ctx.needs_input_grad[2] else None,
+                              wk if ctx.needs_input_grad[0] else None,
+                              y if code != 0 else None)
+        if y.numel() == 0:
+            return y
+        precision = _common.dot_precision(input.dtype, _common.allow_tf32_conv())
+        m = n_batch * oh * ow
+        kg = c_out // groups
+
+        def grid(meta):
+            return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]), groups)
+
+        _conv2d_kernel[grid](
+            x, wk, bias if bias is not None else wk, y,
+            h, w, oh, ow, m, cg, kg, kh, kw, cg * kh * kw,
+            sh, sw, ph, pw,
+            *x.stride(), *wk.stride(), *y.stride(),
+            HAS_BIAS=bias is not None, ACTIVATION=code, DOT_PRECISION=precision,
+            CHANNELS_INNER=channels_inner, C_FASTEST=c_fastest, Y_CHANNELS_LAST=channels_last,
+        )
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, wk, y = ctx.saved_tensors
+        (sh, sw), (ph, pw), groups, code, channels_inner, c_fastest, fmt = ctx.geometry
+        need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
+        need_db = need_db and ctx.has_bias
+        n_batch, c_in, h, w = ctx.input_shape
+        c_out, cg, kh, kw = ctx.weight_shape
+        _, _, oh, ow = grad_output.shape
+        kg = c_out // groups
+        dtype, device = grad_output.dtype, grad_output.device
+        dy = grad_output
+        if channels_inner or fmt == torch.channels_last:
+            dy = dy.contiguous(memory_format=torch.channels_last)  # the GEMMs read output channels contiguously
+        y_arg = y if y is not None else dy
+        precision = _common.dot_precision(dtype, _common.allow_tf32_conv())
+        dx = dw = db = None
+
+        if need_dx:
+            dx = torch.empty(ctx.input_shape, dtype=dtype, device=device, memory_format=fmt)
+            m = n_batch * h * w
+            if dx.numel():
+
+                def grid(meta):
+                    return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(cg, meta["BLOCK_N"]), groups)
+
+                _conv2d_dgrad_kernel[grid](
+                    dy, y_arg, wk, dx,
+                    h, w, oh, ow, m, cg, kg, kh, kw,
+                    sh, sw, ph, pw,
+                    *dy.stride(), *y_arg.stride(), *wk.stride(), *dx.stride(),
+                    ACTIVATION=code, DOT_PRECISION=precision, DX_CHANNELS_LAST=fmt == torch.channels_last,
+                )
+
+        if need_dw or need_db:
+            dw = torch.empty_strided(ctx.weight_shape, ctx.weight_strides, dtype=dtype, device=device)
+            db = torch.empty((c_out,), dtype=dtype, device=device) if need_db else None
+            m = n_batch * oh * ow
+            k_gemm = cg * kh * kw
+            k_tiles = kh * kw * triton.cdiv(cg, 128) if channels_inner else triton.cdiv(k_gemm, 128)
+            split = choose_wgrad_split(m, triton.cdiv(kg, 128) * k_tiles * groups, device)
+            m_per_split = triton.cdiv(triton.cdiv(m, split), 128) * 128 if split > 1 else max(m, 1)
+            split = max(1, triton.cdiv(m, m_per_split))
+            if split > 1:
+                dw_out = torch.empty(split * dw.numel(), dtype=torch.float32, device=device)
+                db_out = torch.empty(split * c_out, dtype=torch.float32, device=device) if need_db else dw_out
+            else:
+                dw_out, db_out = dw, db if need_db else dw
+            def wgrad_grid(meta):
+                k_tiles = kh * kw * triton.cdiv(cg, meta["BLOCK_K"]) if channels_inner else \
+                    triton.cdiv(k_gemm, meta["BLOCK_K"])
+                return (triton.cdiv(kg, meta["BLOCK_N"]) * k_tiles, groups, split)
+
+            _conv2d_wgrad_kernel[wgrad_grid](
+                x, dy, y_arg, dw_out, db_out,
+                h, w, oh, ow, m, m_per_split, cg, kg, kh, kw, k_gemm,
+                sh, sw, ph, pw,
+                *x.stride(), *dy.stride(), *y_arg.stride(),
+                *dw.stride(), dw.numel(), c_out,
+                HAS_DB=need_db, ACTIVATION=code, DOT_PRECISION=precision,
+                CHANNELS_INNER=channels_inner, C_FASTEST=c_fastest,
+            )
+            if split > 1:
+                block = 1024
+                _split_sum_kernel[(triton.cdiv(dw.numel(), block),)](dw_out, dw, dw.numel(), SPLIT=split, BLOCK=block)
+                if need_db:
+                    _split_sum_kernel[(triton.cdiv(c_out, block),)](db_out, db, c_out, SPLIT=split, BLOCK=block)
+            if not need_dw:  # the bias alone needed a gradient: it came out of the same pass
+                dw = None
+        return dx, dw, db, None, None, None, None
+
+
 def conv2d(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -231,35 +650,4 @@ def conv2d(
     _common.check_int32_extent("one output image", c_out * oh * ow)
     _common.check_int32_extent("the output pixels (N * OH * OW)", n_batch * oh * ow)
 
-    x, fmt = _common.dense_format(input)
-    channels_last = fmt == torch.channels_last
-    y = torch.empty((n_batch, c_out, oh, ow), dtype=input.dtype, device=input.device, memory_format=fmt)
-    if y.numel() == 0:
-        return y
-
-    channels_inner = cg >= 16
-    if channels_inner:
-        # The gather wants channels contiguous, in the input and in the filter alike.
-        x = x.contiguous(memory_format=torch.channels_last)
-        wk = weight.contiguous(memory_format=torch.channels_last)
-        c_fastest = True
-    else:
-        c_fastest = channels_last
-        wk = weight.contiguous(memory_format=torch.channels_last if c_fastest else torch.contiguous_format)
-
-    precision = _common.dot_precision(input.dtype, _common.allow_tf32_conv())
-    m = n_batch * oh * ow
-    kg = c_out // groups
-
-    def grid(meta):
-        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(kg, meta["BLOCK_N"]), groups)
-
-    _conv2d_kernel[grid](
-        x, wk, bias if bias is not None else wk, y,
-        h, w, oh, ow, m, cg, kg, kh, kw, cg * kh * kw,
-        sh, sw, ph, pw,
-        *x.stride(), *wk.stride(), *y.stride(),
-        HAS_BIAS=bias is not None, ACTIVATION=code, DOT_PRECISION=precision,
-        CHANNELS_INNER=channels_inner, C_FASTEST=c_fastest, Y_CHANNELS_LAST=channels_last,
-    )
-    return y
+    return Conv2dFunction.apply(input, weight, bias, (sh, sw), (ph, pw), groups, code)

@@ -4,6 +4,10 @@ The mask is a pure function of (seed, element offset): element ``i`` of the tens
 ``tl.rand(seed, i) >= p``. Nothing is stored for the backward pass; it can regenerate the mask from the seed. For a
 contiguous tensor the offset is the row-major index, which is what the fused ``linear(..., dropout_p=...)`` epilogue
 uses for its (N, out) output, so the fused and the standalone forms drop the same elements.
+
+Backward regenerates the mask from the seed instead of storing it (no mask tensor in memory, one read of dy and one
+write of dx): dx = dy * keep / (1 - p) is the forward applied to dy with the same seed, in the layout of the forward's
+output so that each element's offset, hence its Philox draw, is the same.
 """
 from __future__ import annotations
 
@@ -45,7 +49,11 @@ def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, seed: in
     if not training or p == 0.0:
         return input  # and no draw from the generator, as torch's dropout in eval mode
     seed = _common.check_seed(seed)
-    x = flat_view(input)
+    return DropoutFunction.apply(input, p, seed)
+
+
+def _apply_mask(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """``x`` (dense) with the mask of (seed, storage offset) applied and survivors scaled; zeros when p == 1."""
     if p == 1.0:
         return torch.zeros_like(x)
     y = torch.empty_like(x)
@@ -55,3 +63,21 @@ def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, seed: in
     block, num_warps = elementwise_launch()
     _dropout_kernel[(triton.cdiv(n, block),)](x, y, n, p, 1.0 / (1.0 - p), seed, BLOCK=block, num_warps=num_warps)
     return y
+
+
+class DropoutFunction(torch.autograd.Function):
+    """Dropout whose backward replays the forward's mask from the seed (nothing saved but the seed and the layout)."""
+
+    @staticmethod
+    def forward(ctx, input, p, seed):
+        y = _apply_mask(flat_view(input), p, seed)
+        ctx.p, ctx.seed = p, seed
+        ctx.strides = y.stride()
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        dy = grad_output
+        if dy.stride() != ctx.strides:
+            dy = torch.empty_strided(dy.shape, ctx.strides, dtype=dy.dtype, device=dy.device).copy_(dy)
+        return _apply_mask(dy, ctx.p, ctx.seed), None, None

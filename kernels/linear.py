@@ -10,6 +10,17 @@ When even that leaves most SMs idle (few output tiles, deep K: fc6/fc7 at batch 
 per output tile each reduce one slice of K into a float32 workspace, and a second kernel sums the slices in a fixed
 order (deterministic) and applies the same epilogue. The split costs one write and one read of SPLIT_K * N * out
 floats, small next to the weight it lets every SM stream.
+
+Backward of y = dropout(act(x @ w.T + b)):
+
+1. one pass over the (N, out) output computes dz = dy * mask / (1 - p) * act'(a) (the dropout mask regenerated from
+   the seed, act' from the saved output: a = y / scale where kept, see ``_common.activation_grad``) and, in the same
+   pass, the bias gradient db = sum over the batch of dz. dz is (batch, out): at AlexNet's batch 128 it is 1 or 2 MB,
+   small next to the weight, so it is written once rather than recomputed inside both GEMMs (where every program of
+   the input-gradient GEMM would redo the Philox draws of its dz tiles, once per tile of x: 72 times for fc6).
+2. dx = dz @ w and dw = dz.T @ x are the same tiled GEMM kernels as the forward (they take any strides, so the
+   transposes are views, never copies), split-K included where the reduction is deep and the output small (dx of fc6
+   and fc7 at batch <= 128). dx of a 4-D input (fc6 after pool5) is returned in NCHW order, as torch.flatten would.
 """
 from __future__ import annotations
 
@@ -20,7 +31,7 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import apply_activation, dropout_keep
+from ._common import activation_grad, apply_activation, dropout_keep
 
 
 def gemm_configs() -> list[triton.Config]:
@@ -84,8 +95,26 @@ def _prune_gemm(configs, named_args, **kwargs):
     return _common.fit_pipeline_stages(configs, named_args["x_ptr"].element_size())
 
 
-@triton.autotune(configs=gemm_configs(), key=["M", "N", "K", "DOT_PRECISION"],
-                 prune_configs_by={"early_config_prune": _prune_gemm})
+def _interpreter_gemm_blocks() -> dict:
+    """Tiles for the interpreter, fitted to the GEMM: its tl.dot costs every padded multiply-add (numpy's untyped
+    matmul loop, ~1e8 per second) and its loops cost per step, so a batch-1 fc6 gets a 1-row tile and deep K steps
+    (a 64-row tile would do 64 times the work), and a K = batch weight gradient gets wide tiles (few programs)."""
+
+    def block_m(a):
+        return _common.fit_block(a["M"], low=1, high=256 if a["K"] <= 64 else 128)
+
+    def block_k(a):
+        return _common.fit_block(a["K"], low=1, high=max(64, 4096 // block_m(a)))
+
+    return {"BLOCK_M": block_m, "BLOCK_N": lambda a: _common.fit_block(a["N"], low=16, high=256),
+            "BLOCK_K": block_k, "GROUP_M": lambda a: 8}
+
+
+# The strides are in the key: the backward runs the same kernel on transposed views (dx = dz @ w, dw = dz.T @ x),
+# whose (M, N, K) can equal a forward's (fc7's dx and forward are both 128 x 4096 x 4096) but not its best tile.
+@_common.tuned(configs=gemm_configs(),
+               key=["M", "N", "K", "stride_xm", "stride_xk", "stride_wn", "stride_wk", "DOT_PRECISION"],
+               prune=_prune_gemm, interpreter_blocks=_interpreter_gemm_blocks())
 @triton.jit
 def _linear_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
@@ -141,7 +170,8 @@ def splitk_configs() -> list[triton.Config]:
     return _common.select_configs(gpu, cfg(64, 128, 128, 4, 1))
 
 
-@triton.autotune(configs=splitk_configs(), key=["M", "N", "K", "K_PER_SPLIT", "DOT_PRECISION"],
+@triton.autotune(configs=splitk_configs(),
+                 key=["M", "N", "K", "K_PER_SPLIT", "stride_xm", "stride_xk", "stride_wn", "stride_wk", "DOT_PRECISION"],
                  prune_configs_by={"early_config_prune": _prune_gemm})
 @triton.jit
 def _linear_splitk_kernel(
@@ -228,7 +258,6 @@ def linear(
     _common.check_tensor("input", input, ndim=(2, 4))
     _common.check_tensor("weight", weight, ndim=2)
     _common.check_same("weight", weight, "input", input)
-    n_batch = input.shape[0]
     in_features = math.prod(input.shape[1:])
     if in_features == 0:
         raise ValueError(f"input of shape {tuple(input.shape)} has no features")
@@ -250,16 +279,29 @@ def linear(
     use_dropout = dropout_p > 0.0
     seed = _common.check_seed(dropout_seed) if use_dropout else 0
 
-    x = input.reshape(n_batch, in_features)
-    y = torch.empty((n_batch, out_features), dtype=input.dtype, device=input.device)
+    return LinearFunction.apply(input, weight, bias, code, dropout_p, seed)
+
+
+def _dropout_scale(p: float) -> float:
+    return 0.0 if p == 1.0 else 1.0 / (1.0 - p)
+
+
+def matmul_nt(x: torch.Tensor, weight: torch.Tensor, bias=None, code: int = 0, dropout_p: float = 0.0,
+              seed: int = 0) -> torch.Tensor:
+    """``epilogue(x @ weight.T)`` for 2-D x (M, K) and weight (N, K) of any strides (transposed views are fine):
+    the tiled GEMM, or the split-K pair for short deep GEMMs. Returns a contiguous (M, N) tensor of x's dtype."""
+    M, K = x.shape
+    N = weight.shape[0]
+    y = torch.empty((M, N), dtype=x.dtype, device=x.device)
     if y.numel() == 0:
         return y
-    precision = _common.dot_precision(input.dtype, _common.allow_tf32_matmul())
-    scale = 0.0 if dropout_p == 1.0 else 1.0 / (1.0 - dropout_p)
-    M, N, K = n_batch, out_features, in_features
-
+    if K == 0:  # an empty reduction: dw of an empty batch
+        return y.zero_()
+    use_dropout = dropout_p > 0.0
+    precision = _common.dot_precision(x.dtype, _common.allow_tf32_matmul())
+    scale = _dropout_scale(dropout_p)
     b = bias if bias is not None else x  # a placeholder pointer when HAS_BIAS is False
-    split_k = choose_split_k(M, N, K, input.device)
+    split_k = choose_split_k(M, N, K, x.device)
     k_per_split = triton.cdiv(triton.cdiv(K, split_k), 128) * 128 if split_k > 1 else K
     split_k = triton.cdiv(K, k_per_split)  # slices are whole multiples of 128 (aligned loads), so maybe fewer
     if split_k == 1:
@@ -276,7 +318,7 @@ def linear(
         )
         return y
 
-    workspace = torch.empty((split_k, M, N), dtype=torch.float32, device=input.device)
+    workspace = torch.empty((split_k, M, N), dtype=torch.float32, device=x.device)
 
     def split_grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]), split_k)
@@ -293,3 +335,89 @@ def linear(
         BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4,
     )
     return y
+
+
+@triton.jit
+def _linear_dz_kernel(
+    dy_ptr, y_ptr, dz_ptr, db_ptr,
+    M, N, stride_dym, stride_dyn, p, scale, seed,
+    ACTIVATION: tl.constexpr, DROPOUT: tl.constexpr, HAS_DB: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """dz = dy through the dropout mask and the activation, for a column strip of the (M, N) output, and the strip's
+    bias gradient (the column sums of dz, in row order: deterministic). y and dz are contiguous (M, N)."""
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < N
+    db = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    for m0 in range(0, M, BLOCK_M):
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        mask = (offs_m[:, None] < M) & n_ok[None, :]
+        offsets = offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
+        dy = tl.load(dy_ptr + offs_m.to(tl.int64)[:, None] * stride_dym + offs_n[None, :] * stride_dyn,
+                     mask=mask, other=0.0).to(tl.float32)
+        if DROPOUT:
+            keep = dropout_keep(seed, offsets, p)
+            dy = tl.where(keep, dy * scale, 0.0)
+        if ACTIVATION != 0:
+            y = tl.load(y_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+            if DROPOUT:
+                y = tl.where(keep, y / scale, 0.0)  # the activation's output where kept (exact for p = 0.5)
+            dy = activation_grad(dy, y, ACTIVATION)
+        dz = dy.to(dz_ptr.dtype.element_ty)
+        tl.store(dz_ptr + offsets, dz, mask=mask)
+        if HAS_DB:
+            db += tl.sum(dz.to(tl.float32), axis=0)
+    if HAS_DB:
+        tl.store(db_ptr + offs_n, db.to(db_ptr.dtype.element_ty), mask=n_ok)
+
+
+def dz_launch() -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) of the dz pass: column strips 128 wide, 32 rows at a time."""
+    return (32, 128, 4) if not _common.is_interpreting() else (64, 256, 1)
+
+
+class LinearFunction(torch.autograd.Function):
+    """dropout(act(x @ w.T + b)) with its backward on the same GEMM kernels (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, code, dropout_p, seed):
+        n_batch = input.shape[0]
+        x = input.reshape(n_batch, -1)
+        y = matmul_nt(x, weight, bias, code, dropout_p, seed)
+        ctx.code, ctx.dropout_p, ctx.seed = code, dropout_p, seed
+        ctx.input_shape = input.shape
+        ctx.has_bias = bias is not None
+        # x is needed for the weight gradient, the weight for the input gradient, y for act' (not for identity).
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None,
+                              weight if ctx.needs_input_grad[0] else None,
+                              y if code != 0 else None)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, weight, y = ctx.saved_tensors
+        need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
+        code, p, seed = ctx.code, ctx.dropout_p, ctx.seed
+        M, N = grad_output.shape
+        dz = grad_output
+        db = None
+        if code != 0 or p > 0.0 or (need_db and ctx.has_bias):
+            dz = torch.empty((M, N), dtype=grad_output.dtype, device=grad_output.device)
+            db = torch.empty((N,), dtype=grad_output.dtype, device=grad_output.device) if need_db else None
+            if dz.numel():
+                block_m, block_n, num_warps = dz_launch()
+                _linear_dz_kernel[(triton.cdiv(N, block_n),)](
+                    grad_output, y if y is not None else dz, dz, db if db is not None else dz,
+                    M, N, grad_output.stride(0), grad_output.stride(1), p, _dropout_scale(p), seed,
+                    # p == 1 drops everything: act' is never needed (and y / scale would divide by 0)
+                    ACTIVATION=code if p < 1.0 else 0, DROPOUT=p > 0.0, HAS_DB=db is not None,
+                    BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+                )
+            elif db is not None:
+                db.zero_()
+        dx = dw = None
+        if need_dx:
+            dx = matmul_nt(dz, weight.t()).view(ctx.input_shape)  # (M, N) @ (N, K)
+        if need_dw:
+            dw = matmul_nt(dz.t(), x.t())  # (N, M) @ (M, K)
+        return dx, dw, db, None, None, None

@@ -320,7 +320,7 @@ def work(case, check_batch: int, check_seed: int, time_seed: int):
     """The runner's Work for an augment case: checked against `reference` with the same draws, then timed on a fresh
     batch, drawing new crops, flips and alphas on every call (the draws are part of the augmentation's cost)."""
     from perfkit.model import torch_dtype
-    from perfkit.workload import TOLERANCES, Work, relative_error
+    from perfkit.workload import Checked, Work, relative_error, tolerance_for
 
     implementation = IMPLEMENTATIONS[case.backend]
     out_dtype = torch_dtype(case.dtype)
@@ -338,7 +338,8 @@ def work(case, check_batch: int, check_seed: int, time_seed: int):
         got = augment(images, draws)
         if channels_last and not got.is_contiguous(memory_format=torch.channels_last):
             raise ValueError("the output is not in channels_last memory format")
-        return relative_error(got, reference(images, draws, lighting, CROP)), "output", n
+        error = relative_error(got, reference(images, draws, lighting, CROP))
+        return Checked(error, "output", n, tolerance_for(case.dtype, None))
 
     def timed():
         images = images_for(case, case.batch, time_seed)
@@ -350,4 +351,4 @@ def work(case, check_batch: int, check_seed: int, time_seed: int):
         return run, None
 
     cost = spec_for(case).cost("forward", case.batch, case.dtype)
-    return Work(check_once, timed, cost, TOLERANCES[case.dtype])
+    return Work(check_once, timed, cost)

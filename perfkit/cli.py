@@ -8,6 +8,7 @@
     perfkit env [--format table|json] [--gpus]
     perfkit results [--store PATH] [--format table|json|csv]
     perfkit merge OUT IN...
+    perfkit campaign [--device ...] [--out DIR] [--budget-minutes M] [--quick]   everything, in one folder
     perfkit dashboard [--store PATH ...] [-o report.html] [--png DIR] [--benchmarks DIR]
 
 Exit status: 0 success, 1 a failure while working (a refused store, a failed run), 2 bad arguments.
@@ -38,6 +39,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not a positive number")
     return value
 
 
@@ -108,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write each figure as a PNG into DIR (kaleido with the system's Chrome/Chromium)")
     p.add_argument("--benchmarks", default=None, metavar="DIR",
                    help="pytest-benchmark JSON folder for the regression history (default: .benchmarks if present)")
+
+    p = sub.add_parser("campaign", help="everything in one folder within a time budget: GPU tests, every study, "
+                                        "the suite's GPU half, CSV, headlines, dashboard")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: results/<device name>)")
+    p.add_argument("--budget-minutes", type=positive_float, default=None, metavar="M",
+                   help="time budget (default 25; 8 with --quick)")
+    p.add_argument("--quick", action="store_true", help="a few layers per study and a few benchmarks (CI, a CPU)")
+    p.add_argument("--full", action="store_true", help="the studies' full grids (hours on one GPU: the budget cuts "
+                                                       "them; rerun to resume)")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
 
     p = sub.add_parser("bench", help="the pytest-benchmark regression suite: run it, gate it, refresh its baseline")
     from perfkit.bench import add_arguments as _add_bench_arguments
@@ -357,6 +379,18 @@ def cmd_dashboard(args, parser) -> int:
     return 0
 
 
+def cmd_campaign(args, parser) -> int:
+    from perfkit.campaign import run_campaign
+
+    if args.quick and args.full:
+        return _usage_error(parser, "campaign", "--quick and --full contradict each other")
+    campaign = run_campaign(args.device, args.out, args.budget_minutes, quick=args.quick, full=args.full,
+                            show_progress=not args.no_progress)
+    print((campaign.out / "HEADLINES.md").read_text() if (campaign.out / "HEADLINES.md").exists() else "")
+    print(f"perfkit campaign: {campaign.elapsed() / 60:.1f} min; results in {campaign.out}", file=sys.stderr)
+    return 0 if campaign.ok else 1
+
+
 def cmd_bench(args, parser) -> int:
     from perfkit.bench import main as bench_main
 
@@ -364,7 +398,7 @@ def cmd_bench(args, parser) -> int:
 
 
 COMMANDS = {"run": cmd_run, "study": cmd_study, "layers": cmd_layers, "env": cmd_env, "results": cmd_results,
-            "merge": cmd_merge, "dashboard": cmd_dashboard, "bench": cmd_bench}
+            "merge": cmd_merge, "dashboard": cmd_dashboard, "campaign": cmd_campaign, "bench": cmd_bench}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import time
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
@@ -43,7 +45,8 @@ from perfkit.records import Measurement
 from perfkit.specs import Network, build_network
 from perfkit.store import Store, utc_now
 from perfkit.timer import TimingPolicy, timer_for
-from perfkit.workload import TOLERANCES, Work, Workload, autocast_dtype, check, make_inputs, reference_results
+from perfkit.workload import (STOCK_ERROR_FACTOR, STRICT_DTYPES, TOLERANCES, Checked, Work, Workload, autocast_dtype,
+                              check, make_inputs, reference_results, tolerance_for)
 
 
 #: Why a row of a `--quick` run has no energy: its sustained window is skipped.
@@ -60,6 +63,7 @@ class RunnerConfig:
     power_interval_s: float = DEFAULT_POWER_INTERVAL_S  # the NVML power sampler's interval
     powercap_root: str = str(POWERCAP_ROOT)  # where RAPL's sysfs tree is (tests point it elsewhere)
     device_peaks: bool = True  # measure the devices' peaks for the roofline fields
+    deadline: float | None = None  # time.monotonic() after which no new case starts (a time budget)
 
 
 def run_in_window(monitors: Sequence, body):
@@ -140,10 +144,13 @@ class Runner:
         self._references: dict = {}
         self._peaks: dict = {}
         self.last_power_samples: list = []  # the power timeline of the last case measured
+        self.cases_not_run = 0  # cases the last run() left out at its deadline
 
     # -- the loop ---------------------------------------------------------------------------------------------------
     def run(self, cases: Sequence[Case]) -> list[Measurement]:
-        """Measure every case the run does not have yet, storing each row as it finishes."""
+        """Measure every case the run does not have yet, storing each row as it finishes. With a deadline, cases
+        not started by then are left out (counted in `cases_not_run`), so the run can be resumed later; cases that
+        would only be recorded as skipped (no GPU, say) are still recorded, with their reason."""
         done = self.store.finished_case_keys(self.run_id)
         seen, todo = set(done), []
         for case in cases:
@@ -152,8 +159,13 @@ class Runner:
                 todo.append(case)
         progress = Progress(len(todo), title=self.study, enabled=self.show_progress)
         rows = []
+        self.cases_not_run = 0
         try:
             for case in todo:
+                if self.config.deadline is not None and time.monotonic() >= self.config.deadline \
+                        and not self._would_skip(case):
+                    self.cases_not_run += 1  # not stored: a rerun of the run measures it
+                    continue
                 progress.start(case.label)
                 row = self.measure(case)
                 self.store.add_measurement(row, self.last_power_samples if row.status == "ok" else ())
@@ -162,6 +174,13 @@ class Runner:
         finally:
             progress.close()
         return rows
+
+    def _would_skip(self, case: Case) -> bool:
+        """Whether the case would only be recorded as skipped (which costs nothing, so a deadline does not stop it)."""
+        try:
+            return get_backend(case.backend).unavailable_reason(case.device, case.dtype, case.pass_name) is not None
+        except ValueError:
+            return False
 
     # -- one case ---------------------------------------------------------------------------------------------------
     def network(self, case: Case) -> Network:
@@ -235,7 +254,7 @@ class Runner:
         dtype = torch.float32 if autocast is not None else torch_dtype(case.dtype)
         module = backend.build(layers, params, case.device, dtype)
 
-        def check_once():
+        def check_once() -> Checked:
             check_batch = min(case.batch, self.config.check_batch)
             inputs = make_inputs(layers, check_batch, self._input_seed(case, "check"))
             module.capture_dropout_masks = True
@@ -246,7 +265,10 @@ class Runner:
             module.captured_dropout_masks.clear()
             want = self._reference(case, layers, params, inputs, masks, check_batch)
             error, worst = check(got, want)
-            return error, worst, check_batch
+            del got
+            stock_error, stock_note = self._stock_error(case, backend, error, layers, params, inputs, masks, want,
+                                                       dtype, autocast)
+            return Checked(error, worst, check_batch, tolerance_for(case.dtype, stock_error), stock_note)
 
         def timed():
             workload = Workload(module, case.pass_name,
@@ -256,7 +278,7 @@ class Runner:
 
         cost = network.cost(case.pass_name, case.batch, case.dtype) if case.layer == NETWORK else \
             layers[0].cost(case.pass_name, case.batch, case.dtype)
-        return Work(check_once, timed, cost, TOLERANCES[case.dtype])
+        return Work(check_once, timed, cost)
 
     def _work(self, case: Case, backend: Backend) -> Work:
         if case.layer == AUGMENT:
@@ -270,11 +292,11 @@ class Runner:
         work = self._work(case, backend)
 
         # 1. correctness against the reference
-        error, worst, check_batch = work.check()
-        tolerance = work.tolerance
-        row = replace(row, error_rel=error, error_tolerance=tolerance, error_batch=check_batch,
-                      error_note=f"worst tensor: {worst}")
-        if not error <= tolerance:
+        checked = work.check()
+        error, worst, tolerance = checked.error, checked.worst, checked.tolerance
+        basis = f"worst tensor: {worst}" + (f"; {checked.tolerance_note}" if checked.tolerance_note else "")
+        row = replace(row, error_rel=error, error_tolerance=tolerance, error_batch=checked.images, error_note=basis)
+        if not (math.isfinite(error) and error <= tolerance):
             return replace(row, status="incorrect",
                            note=f"not timed: error {error:.3g} in {worst} exceeds the {case.dtype} tolerance "
                                 f"{tolerance:g}")
@@ -376,6 +398,28 @@ class Runner:
         self.store.add_device_peak(peak)
         self._peaks[key] = peak
         return peak
+
+    def _stock_error(self, case, backend, error, layers, params, inputs, masks, want, dtype, autocast):
+        """Stock PyTorch's error on this case in its dtype (reduced precision only; see workload.STOCK_ERROR_FACTOR),
+        and a note saying how the tolerance was set. The torch backend's own error is its stock error."""
+        if case.dtype in STRICT_DTYPES:
+            return None, None
+        if backend.is_baseline:
+            stock = error
+        else:
+            try:
+                torch_backend = get_backend("torch")
+                module = torch_backend.build(layers, params, case.device, dtype)
+                module.replay_dropout_masks = masks  # the same masks the checked backend drew
+                got = Workload(module, case.pass_name, inputs, case.device, dtype, torch_backend.make_optimizer,
+                               autocast).run_once()
+                stock, _ = check(got, want)
+            except Exception as exc:  # the fixed tolerance then applies, and the row says why
+                return None, f"fixed tolerance: stock PyTorch could not run this case ({type(exc).__name__}: {exc})"
+        if not math.isfinite(stock):
+            return None, "fixed tolerance: stock PyTorch's own error is not finite"
+        return stock, (f"tolerance max({TOLERANCES[case.dtype]:g}, {STOCK_ERROR_FACTOR:g} x stock PyTorch's error "
+                       f"{stock:.3g} in {case.dtype}{' autocast' if autocast is not None else ''})")
 
     def _reference(self, case, layers, params, inputs, masks, check_batch):
         active_dropout = any(spec.kind == "dropout" and spec.p > 0 for spec in layers)

@@ -446,19 +446,27 @@ def build_network(variant: str = DEFAULT_VARIANT, activation: str = "relu",
     """Resolve `variant`'s layer table for a square `input_size` image and an activation (relu, tanh or sigmoid)."""
     if variant not in _VARIANT_TABLES:
         raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    return network_from_table(variant, _VARIANT_TABLES[variant], (3, input_size, input_size), activation)
+
+
+def network_from_table(name: str, table, input_shape: tuple[int, int, int], activation: str = "relu") -> Network:
+    """A Network from a layer table in the variants' form, resolved for `input_shape` (C, H, W): specs without their
+    input shapes, in order, the loss last; a string "actN" is the network's activation, named after it (relu1, tanh1).
+    The three variants are built this way; so can other networks of the same layers (a small test network, the
+    paper's CIFAR-10 net), without being registered as variants."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
-    shape: tuple[int, ...] = (3, input_size, input_size)
+    shape: tuple[int, ...] = tuple(input_shape)
     layers = []
-    for entry in _VARIANT_TABLES[variant]:
+    for entry in table:
         spec = Activation(f"{activation}{entry[3:]}", function=activation) if isinstance(entry, str) else entry
         spec = replace(spec, in_shape=shape, first=not layers)
         if spec.out_shape and min(spec.out_shape) < 1:
-            raise ValueError(f"input {input_size}x{input_size} is too small for {variant}: {spec.name} would output "
-                             f"{spec.out_shape}")
+            raise ValueError(f"input {input_shape[1]}x{input_shape[2]} is too small for {name}: {spec.name} would "
+                             f"output {spec.out_shape}")
         layers.append(spec)
         shape = spec.out_shape
-    return Network(variant, activation, (3, input_size, input_size), tuple(layers))
+    return Network(name, activation, tuple(input_shape), tuple(layers))
 
 
 def layer_table(network: Network, batch: int, dtype: str = "float32") -> list[dict]:

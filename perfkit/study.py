@@ -3,13 +3,13 @@
 A study is a module of `perfkit.studies` with `NAME`, `DESCRIPTION`, `cases(options) -> list[Case]` and
 `summarize(df, options) -> Summary` (df: this run's measurements). It may define `timing(options) -> TimingPolicy`,
 `QUICK_ENERGY = True` to keep the sustained energy window in its --quick form (the energy study does), and
-`measure(runner, cases) -> rows` to measure its cases itself into the runner's store and run instead of
+`run_cases(runner, cases) -> rows` to measure its cases itself into the runner's store and run instead of
 `runner.run(cases)` (multigpu does: torchrun workers measure its cases and their rank 0 stores the rows).
 perfkit itself never imports the studies: the CLI hands a study module to `run_study`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import perfkit
@@ -61,6 +61,7 @@ class StudyResult:
     rows_added: int
     summary: Summary
     store_path: Path
+    cases_not_run: int = 0  # left out at the deadline; the run stays unfinished
 
 
 def resolve_devices(device: str) -> tuple[str, ...]:
@@ -80,7 +81,10 @@ def resolve_devices(device: str) -> tuple[str, ...]:
 
 
 def run_study(study, options: StudyOptions, store_path, show_progress: bool = True, resume: bool = True,
-              config: RunnerConfig | None = None) -> StudyResult:
+              config: RunnerConfig | None = None, deadline: float | None = None) -> StudyResult:
+    """Measure a study's cases into the store (resuming its unfinished run with the same arguments), then store and
+    return its summary. With a `deadline` (time.monotonic()), cases not started by then are left for a rerun: the run
+    stays unfinished and the summary says how many were left out."""
     env = collect_environment(probe_gpus=any(d.startswith("cuda") for d in options.devices))
     env_id = environment_id(env)
     cases = study.cases(options)
@@ -89,16 +93,23 @@ def run_study(study, options: StudyOptions, store_path, show_progress: bool = Tr
                                                                            FULL_TIMING)
         energy = getattr(study, "QUICK_ENERGY", QUICK_ENERGY) if options.quick else True  # a study may insist
         config = RunnerConfig(timing=timing, energy=energy)
+    if deadline is not None:
+        config = replace(config, deadline=deadline)
     with Store.open(store_path) as store:
         store.add_environment(env, env_id, machine_label(env))
         run_id, resumed = store.start_or_resume_run(study.NAME, options.as_args(study.NAME), env_id, git_commit(),
                                                     perfkit.__version__, cases_planned=len(cases), resume=resume)
         runner = Runner(store, run_id, study.NAME, env, env_id, config, show_progress=show_progress)
-        measure = getattr(study, "measure", None)
-        rows = measure(runner, cases) if measure is not None else runner.run(cases)
+        run_cases = getattr(study, "run_cases", None)
+        rows = run_cases(runner, cases) if run_cases is not None else runner.run(cases)
         df = load_measurements(store.path)
         df = df[df.run_id == run_id].reset_index(drop=True)
         summary = study.summarize(df, options)
+        if runner.cases_not_run:
+            summary.text += (f"\n\nPartial: {runner.cases_not_run} of {len(cases)} cases were not run within the time "
+                             "budget; rerunning the same command resumes this run.")
+            summary.data["cases_not_run"] = runner.cases_not_run
         store.add_summary(run_id, study.NAME, summary.text, summary.data)
-        store.finish_run(run_id)
-        return StudyResult(run_id, resumed, len(rows), summary, store.path)
+        if not runner.cases_not_run:
+            store.finish_run(run_id)
+        return StudyResult(run_id, resumed, len(rows), summary, store.path, runner.cases_not_run)

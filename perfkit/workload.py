@@ -21,6 +21,8 @@ part of the bytes). `autocast_dtype(case)` says which dtype, if any.
 """
 from __future__ import annotations
 
+import math
+
 import contextlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -33,8 +35,39 @@ from perfkit.specs import NUM_CLASSES, Cost, CrossEntropy, LayerSpec
 #: Largest relative error a backend may show against the float64 reference, per dtype.
 TOLERANCES = {"float64": 1e-10, "float32": 1e-4, "tf32": 1e-2, "float16": 1e-2, "bfloat16": 5e-2}
 
+#: Dtypes held to their fixed tolerance alone.
+STRICT_DTYPES = ("float64", "float32")
+
+#: In reduced precision (tf32, float16, bfloat16) a backend may also stray this many times as far from the float64
+#: reference as stock PyTorch does on the same case, in the same dtype, with the same inputs and dropout masks. A fixed
+#: bound tight enough to catch a bad kernel's forward is too tight for deep training passes in 16-bit formats, where
+#: rounding flips ReLU and max-pool decisions and large gradient sums cancel (bf16 autocast: ~0.25 on conv1's weight
+#: gradient after the whole network, with stock operators); there the stock operators define what the dtype achieves.
+STOCK_ERROR_FACTOR = 2.0
+
+
+def tolerance_for(dtype: str, stock_error: float | None) -> float:
+    """The error a row in `dtype` may show: its fixed tolerance, widened in reduced precision to STOCK_ERROR_FACTOR
+    times stock PyTorch's own error on the same case (when known and finite)."""
+    base = TOLERANCES[dtype]
+    if dtype in STRICT_DTYPES or stock_error is None or not math.isfinite(stock_error):
+        return base
+    return max(base, STOCK_ERROR_FACTOR * stock_error)
+
 #: The dtypes torch.autocast can run a case in.
 AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class Checked:
+    """One correctness check: the relative error against the reference, the tensor it was worst in, the images
+    checked, the tolerance it must meet (`tolerance_for`) and, when widened past the dtype's bound, why."""
+
+    error: float
+    worst: str
+    images: int
+    tolerance: float
+    tolerance_note: str | None = None
 
 
 @dataclass
@@ -42,15 +75,13 @@ class Work:
     """What the runner checks and times for one case, whatever the case measures (AlexNet layers here; the
     augmentation pipeline in perfkit.augment).
 
-    `check()` runs the work once on fresh inputs and compares it with its reference: (relative error, name of the
-    worst tensor, images checked). `timed()` sets it up on fresh inputs at the case's batch: (run, prepare), the timed
-    call and the untimed call before each repetition (or None). `cost` is the work of one call (FLOPs, minimum bytes);
-    `tolerance` the largest error the check may show."""
+    `check()` runs the work once on fresh inputs and compares it with its reference (a `Checked`). `timed()` sets it
+    up on fresh inputs at the case's batch: (run, prepare), the timed call and the untimed call before each repetition
+    (or None). `cost` is the work of one call (FLOPs, minimum bytes)."""
 
-    check: Callable[[], tuple[float, str, int]]
+    check: Callable[[], Checked]
     timed: Callable[[], tuple[Callable[[], object], Callable[[], object] | None]]
     cost: Cost
-    tolerance: float
 
 
 def autocast_dtype(case) -> torch.dtype | None:

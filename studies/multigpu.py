@@ -109,7 +109,7 @@ def gpu_rule(case: Case) -> str | None:
             f"{distributed.COLUMNS} gloo processes instead)")
 
 
-def measure(runner, cases):
+def run_cases(runner, cases):
     """Measure through torchrun workers (perfkit.distributed), not in this process."""
     return distributed.measure_cases(runner, cases, extra_reason=gpu_rule)
 

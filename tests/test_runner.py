@@ -127,3 +127,58 @@ def test_dropout_layers_are_checked_with_replayed_masks(make_runner):
     for row in rows:
         assert row.status == "ok", row.note
         assert row.error_rel < 1e-5
+
+
+def test_tolerance_is_fixed_in_float32_and_follows_stock_pytorch_in_reduced_precision():
+    from perfkit.workload import tolerance_for
+
+    assert tolerance_for("float32", 0.3) == 1e-4  # float32 stays strict whatever torch does
+    assert tolerance_for("bfloat16", 0.001) == 5e-2  # the fixed bound when stock PyTorch is well within it
+    assert tolerance_for("bfloat16", 0.25) == 0.5  # twice stock PyTorch's own error in that dtype
+    assert tolerance_for("float16", float("inf")) == 1e-2
+
+
+class _TwentyPercentOffOps(TorchOps):
+    @staticmethod
+    def activation(x, function):
+        return TorchOps.activation(x, function) * 1.2
+
+
+class _NanOps(TorchOps):
+    @staticmethod
+    def activation(x, function):
+        return TorchOps.activation(x, function) * float("nan")
+
+
+@pytest.fixture
+def bad_backends():
+    for name, ops in (("off20", _TwentyPercentOffOps), ("nan", _NanOps)):
+        backend = _BrokenBackend()
+        backend.name = name
+        backend.build = (lambda ops: lambda layers, parameters, device, dtype: AlexNetModule(
+            layers, ops, device=device, dtype=dtype, parameters=parameters))(ops)
+        BACKENDS[name] = backend
+    yield
+    del BACKENDS["off20"], BACKENDS["nan"]
+
+
+def test_reduced_precision_training_is_judged_against_stock_pytorch(make_runner, bad_backends):
+    autocast = (("autocast", True),)
+    rows = make_runner().run(grid(layer="network", pass_name="train_step", batch=2, dtype="bfloat16",
+                                  options=autocast, backend=["torch", "off20"]) +
+                             grid(layer="relu3", batch=2, dtype="bfloat16", options=autocast,
+                                  backend=["torch", "off20", "nan"]))
+    by = {(r.layer, r.backend): r for r in rows}
+    stock = by[("network", "torch")]
+    assert stock.status == "ok", stock.note
+    assert "x stock PyTorch's error" in stock.error_note
+    assert stock.error_tolerance == pytest.approx(max(5e-2, 2 * stock.error_rel))
+    # a kernel 20% off is caught where stock PyTorch is accurate (a single layer's forward)...
+    assert by[("relu3", "off20")].status == "incorrect"
+    assert by[("relu3", "off20")].error_rel == pytest.approx(0.2, rel=0.05)
+    # ...and judged against twice the stock error on the deep training pass
+    off = by[("network", "off20")]
+    assert off.error_tolerance == pytest.approx(max(5e-2, 2 * stock.error_rel), rel=0.2)
+    assert off.status == ("ok" if off.error_rel <= off.error_tolerance else "incorrect")
+    # a non-finite result never passes
+    assert by[("relu3", "nan")].status == "incorrect"

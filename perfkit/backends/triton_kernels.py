@@ -4,6 +4,11 @@ The module is the same AlexNetModule as the torch backend's, run through `Triton
 linear + activation (+ dropout) and LRN + max-pool into single kernels. The kernels are imported when a module is
 built, never when perfkit is imported.
 
+Training: every kernel is an autograd Function with a Triton backward (fused like its forward), and the optimizer is
+`perfkit.kernels.sgd.TritonSGD` (the paper's SGD, one launch for all parameters), so the backward and train_step passes
+run on Triton kernels only: no cuDNN or cuBLAS kernel is launched (tests/test_triton_training.py checks it with
+torch.profiler on a GPU).
+
 The runner times it on CUDA devices only. Under TRITON_INTERPRET=1 the same kernels run on CPU tensors, which is for
 checking correctness (the tests do); the interpreter's timings mean nothing, so CPU cases are skipped with that reason.
 """
@@ -11,7 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from perfkit.backends import Backend
+from perfkit.backends import SGD_LR, SGD_MOMENTUM, SGD_WEIGHT_DECAY, Backend
 from perfkit.model import AlexNetModule
 
 
@@ -56,7 +61,7 @@ class TritonBackend(Backend):
     name = "triton"
     description = "hand-written Triton kernels with fusions (perfkit.kernels)"
     devices = ("cuda",)
-    passes = ("forward",)  # backward kernels and the Triton train step come with their own issue
+    passes = ("forward", "backward", "train_step")
     supports_autocast = False  # its kernels run the dtype they are given: use the native dtype instead
 
     def unavailable_reason(self, device, dtype, pass_name):
@@ -66,6 +71,11 @@ class TritonBackend(Backend):
         if importlib.util.find_spec("triton") is None:
             return "triton is not installed"
         return super().unavailable_reason(device, dtype, pass_name)
+
+    def make_optimizer(self, params):
+        from perfkit.kernels.sgd import TritonSGD
+
+        return TritonSGD(params, lr=SGD_LR, momentum=SGD_MOMENTUM, weight_decay=SGD_WEIGHT_DECAY)
 
     def build(self, layers, parameters, device, dtype):
         # The implicit-GEMM convolutions read channels_last natively and convert NCHW inputs on every call, so the

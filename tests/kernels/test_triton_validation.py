@@ -23,6 +23,15 @@ KERNELS = [
     (lrn, "_lrn_kernel"),
     (lrn, "_lrn_max_pool2d_kernel"),
     (cross_entropy, "_cross_entropy_kernel"),
+    (cross_entropy, "_mean_kernel"),
+    # backward kernels: never reached by these calls, blocked all the same
+    (activation, "_activation_backward_kernel"),
+    (linear, "_linear_dz_kernel"),
+    (conv, "_conv2d_dgrad_kernel"),
+    (conv, "_conv2d_wgrad_kernel"),
+    (pool, "_max_pool2d_backward_kernel"),
+    (lrn, "_lrn_backward_kernel"),
+    (cross_entropy, "_cross_entropy_backward_kernel"),
 ]
 
 
@@ -173,6 +182,21 @@ def test_bad_input_raises_before_launch(name, no_launch, device):
         call(Make(device))
 
 
+class MakeTrainable(Make):
+    """The same tensors, requiring gradients: the differentiable path checks its arguments just as early."""
+
+    def __call__(self, *shape, dtype=torch.float32):
+        t = super().__call__(*shape, dtype=dtype)
+        return t.requires_grad_() if t.is_floating_point() else t
+
+
+@pytest.mark.parametrize("name", [n for n in BAD if not n.endswith(("int input", "int", "not a tensor"))])
+def test_bad_input_raises_before_launch_when_differentiable(name, no_launch, device):
+    call, error, message = BAD[name]
+    with pytest.raises(error, match=message):
+        call(MakeTrainable(device))
+
+
 CPU_MESSAGE = re.escape(
     "is on the CPU; Triton kernels need a CUDA tensor (set TRITON_INTERPRET=1 before importing perfkit.kernels to run "
     "them on the CPU for testing)"
@@ -205,4 +229,4 @@ def test_mismatched_devices(no_launch):
     with pytest.raises(ValueError, match="weight is on the CPU"):
         K.conv2d(x, torch.randn(4, 6, 3, 3))
     with pytest.raises(ValueError, match="target is on cpu"):
-        K.cross_entropy(torch.randn(3, 10, device="cuda"), t.idx([1, 2, 3]))
+        K.cross_entropy(torch.randn(3, 10, device="cuda"), torch.tensor([1, 2, 3]))

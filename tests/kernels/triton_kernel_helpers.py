@@ -26,6 +26,10 @@ DTYPES = [FP32, FP16, BF16]
 ELEMENTWISE_TOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
 GEMM_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
 
+# Gradients: the incoming gradient is rounded through the activation's derivative to the dtype before the GEMMs, as
+# the unfused torch chain stores it, then accumulated in float32: one more rounding than a forward GEMM.
+GRAD_TOL = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
 needs_gpu = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU (Triton runs on the CPU interpreter here)")
 
 
@@ -66,3 +70,25 @@ def fp32_precision(matmul: str, conv: str):
             yield
         finally:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def leaves(*tensors):
+    """Fresh leaves that require a gradient (None stays None)."""
+    return [None if t is None else t.detach().clone().requires_grad_() for t in tensors]
+
+
+def ref_leaves(*tensors):
+    """float64 CPU leaves that require a gradient: the reference side of a gradient check."""
+    return [None if t is None else t.detach().to("cpu", torch.float64).requires_grad_() for t in tensors]
+
+
+def assert_grads_close(got, want, tol, names=None):
+    """Each gradient in ``got`` against the float64 one in ``want`` (relative Frobenius error), naming the worst."""
+    names = names or [f"grad {i}" for i in range(len(got))]
+    for name, g, w in zip(names, got, want):
+        if w is None:
+            continue
+        assert g is not None, f"{name}: no gradient"
+        assert g.shape == w.shape, (name, g.shape, w.shape)
+        err = rel_err(g, w)
+        assert err < tol, f"{name}: relative error {err:.3g} over {tol:g}"
