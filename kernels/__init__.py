@@ -9,6 +9,8 @@ torch.nn.functional (names, argument order, defaults), plus fused forms, and a f
     lrn_max_pool2d(input, size, alpha=1e-4, beta=0.75, k=1.0, kernel_size=3, stride=2, padding=0)
     dropout(input, p=0.5, training=True, seed=None)
     cross_entropy(logits, target)
+    augment(input, top, left, flip, alpha, color, mean, std, size=224, out_dtype=torch.float32,
+            channels_last=False, input_scale=None)
     is_interpreting()
     TritonSGD(params, lr=0.01, momentum=0.9, dampening=0, weight_decay=5e-4, nesterov=False)   (perfkit.kernels.sgd)
 
@@ -23,6 +25,8 @@ Tensors are float32, float16 or bfloat16 (accumulation in float32) on a CUDA dev
 TRITON_INTERPRET=1 was set before this package was imported (Triton's interpreter: correctness only, and wrong for
 bfloat16). Arguments are checked before anything is launched: TypeError for a wrong type or dtype, ValueError for a
 wrong shape, value or device (see ``_common``). ``activation`` is None, "relu", "tanh" or "sigmoid" everywhere.
+``augment`` is not a layer: it is AlexNet's training augmentation (crop, mirror, PCA lighting, normalisation) of a
+batch of uint8 or float images, fused into one kernel; ``perfkit.augment`` has its torch reference.
 
 For callers timing these kernels: conv2d is fastest on channels_last activations and weights
 (``module.to(memory_format=torch.channels_last)`` converts both once); an NCHW input with C / groups >= 16 is
@@ -32,6 +36,7 @@ capture time is replayed too.
 """
 from ._common import is_interpreting
 from .activation import relu, sigmoid, tanh
+from .augment import augment
 from .conv import conv2d
 from .cross_entropy import cross_entropy
 from .dropout import dropout
@@ -42,6 +47,7 @@ from .sgd import TritonSGD
 
 __all__ = [
     "TritonSGD",
+    "augment",
     "conv2d",
     "cross_entropy",
     "dropout",

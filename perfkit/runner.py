@@ -19,6 +19,10 @@ Per case:
    together, at once).
 Out-of-memory is recorded as "oom" and any other failure as "error" with its message; the run goes on. Every monitor
 that began is ended (its sampling thread stopped) whatever happens in its window.
+
+A case whose layer is `augment` (perfkit.cases.AUGMENT) measures AlexNet's training augmentation of a batch instead of
+a layer: perfkit.augment builds its work (the torch operators or the Triton kernel, checked against a float64 torch
+reference with the same random draws) and the steps above time it the same way.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ from typing import Callable, Sequence
 import torch
 
 from perfkit.backends import Backend, float32_precision, get_backend
-from perfkit.cases import NETWORK, Case
+from perfkit.cases import AUGMENT, NETWORK, Case
 from perfkit.model import init_parameters, torch_dtype
 from perfkit.monitors import DEFAULT_POWER_INTERVAL_S, POWERCAP_ROOT, monitors_for
 from perfkit.peaks import measure_copy_bandwidth, measure_matmul_rate, roofline
@@ -42,8 +46,8 @@ from perfkit.records import Measurement
 from perfkit.specs import Network, build_network, parse_variant
 from perfkit.store import Store, utc_now
 from perfkit.timer import TimingPolicy, timer_for
-from perfkit.workload import (STOCK_ERROR_FACTOR, STRICT_DTYPES, TOLERANCES, Workload, autocast_dtype, check,
-                              make_inputs, reference_results, tolerance_for)
+from perfkit.workload import (STOCK_ERROR_FACTOR, STRICT_DTYPES, TOLERANCES, Checked, Work, Workload, autocast_dtype,
+                              check, make_inputs, reference_results, tolerance_for)
 
 
 #: Why a row of a `--quick` run has no energy: its sustained window is skipped.
@@ -126,6 +130,15 @@ def cpu_threads(threads: int | None):
         yield
     finally:
         torch.set_num_threads(saved)
+
+
+def case_row(case: Case, run_id: str, study: str, env_id: str, layer_kind: str) -> Measurement:
+    """A row for `case` with its identity filled in and nothing measured yet."""
+    return Measurement(
+        run_id=run_id, case_key=case.key, study=study, variant=case.variant, layer=case.layer, layer_kind=layer_kind,
+        backend=case.backend, is_baseline=get_backend(case.backend).is_baseline, device=case.device, dtype=case.dtype,
+        batch=case.batch, pass_name=case.pass_name, activation=case.activation,
+        options=json.dumps(dict(case.options), sort_keys=True, default=str), env_id=env_id, threads=case.threads)
 
 
 def device_name(device: str, env: dict) -> str:
@@ -216,14 +229,11 @@ class Runner:
         return self._parameters[key]
 
     def blank_row(self, case: Case) -> Measurement:
-        backend = get_backend(case.backend)
-        kind = NETWORK if case.layer == NETWORK else "+".join(s.kind for s in self.network(case).span(case.layer))
-        return Measurement(
-            run_id=self.run_id, case_key=case.key, study=self.study, variant=case.variant, layer=case.layer,
-            layer_kind=kind, backend=case.backend, is_baseline=backend.is_baseline, device=case.device,
-            dtype=case.dtype, batch=case.batch, pass_name=case.pass_name, activation=case.activation,
-            options=json.dumps(dict(case.options), sort_keys=True, default=str), env_id=self.env_id,
-            threads=case.threads)
+        if case.layer in (NETWORK, AUGMENT):
+            kind = case.layer
+        else:
+            kind = "+".join(s.kind for s in self.network(case).span(case.layer))
+        return case_row(case, self.run_id, self.study, self.env_id, kind)
 
     def _bad_case_row(self, case: Case, started: str, note: str) -> Measurement:
         """The row of a case that names an unknown variant, layer or backend: recorded as an error."""
@@ -267,6 +277,10 @@ class Runner:
         reason = backend.unavailable_reason(case.device, case.dtype, case.pass_name)
         if not reason and case.option("autocast", False) and not backend.supports_autocast:
             reason = f"the {case.backend} backend does not run under torch.autocast (it runs its dtype natively)"
+        if not reason and case.layer == AUGMENT:
+            from perfkit import augment
+
+            reason = augment.unavailable_reason(case)
         if reason:
             return replace(row, status="skipped", note=reason, finished_at=utc_now())
         try:
@@ -289,7 +303,9 @@ class Runner:
         ident = f"{purpose}/{case.variant}/{case.activation}/{case.layer}/{case.pass_name}/{case.batch}"
         return self.config.seed * 1_000_003 + zlib.crc32(ident.encode())
 
-    def _check_and_time(self, case: Case, backend: Backend, row: Measurement) -> Measurement:
+    def _layer_work(self, case: Case, backend: Backend) -> Work:
+        """A layer (or the whole network) on the case's backend: checked against the torch backend in float64 on the
+        CPU with the same parameters, inputs and dropout masks."""
         network = self.network(case)
         layers = case_layers(network, case)
         params = self.shared_parameters(case)
@@ -297,42 +313,64 @@ class Runner:
         dtype = torch.float32 if autocast is not None else torch_dtype(case.dtype)
         module = backend.build(layers, params, case.device, dtype)
 
-        # 1. correctness against the float64 CPU reference
-        check_batch = min(case.batch, self.config.check_batch)
-        inputs = make_inputs(layers, check_batch, self._input_seed(case, "check"))
-        module.capture_dropout_masks = True
-        got = Workload(module, case.pass_name, inputs, case.device, dtype, backend.make_optimizer,
-                       autocast).run_once()
-        module.capture_dropout_masks = False
-        masks = dict(module.captured_dropout_masks)
-        pools = dict(module.captured_pool_indices)
-        module.captured_dropout_masks.clear()
-        module.captured_pool_indices.clear()
-        want = self._reference(case, layers, params, inputs, masks, check_batch, pools)
-        error, worst = check(got, want)
-        del got
-        stock_error, stock_note = self._stock_error(case, backend, error, layers, params, inputs, masks, pools, want,
-                                                   dtype, autocast)
-        tolerance = tolerance_for(case.dtype, stock_error)
-        basis = f"worst tensor: {worst}" + (f"; {stock_note}" if stock_note else "")
-        row = replace(row, error_rel=error, error_tolerance=tolerance, error_batch=check_batch, error_note=basis)
+        def check_once() -> Checked:
+            check_batch = min(case.batch, self.config.check_batch)
+            inputs = make_inputs(layers, check_batch, self._input_seed(case, "check"))
+            module.capture_dropout_masks = True
+            got = Workload(module, case.pass_name, inputs, case.device, dtype, backend.make_optimizer,
+                           autocast).run_once()
+            module.capture_dropout_masks = False
+            masks = dict(module.captured_dropout_masks)
+            pools = dict(module.captured_pool_indices)
+            module.captured_dropout_masks.clear()
+            module.captured_pool_indices.clear()
+            want = self._reference(case, layers, params, inputs, masks, check_batch, pools)
+            error, worst = check(got, want)
+            del got
+            stock_error, stock_note = self._stock_error(case, backend, error, layers, params, inputs, masks, pools,
+                                                       want, dtype, autocast)
+            return Checked(error, worst, check_batch, tolerance_for(case.dtype, stock_error), stock_note)
+
+        def timed():
+            workload = Workload(module, case.pass_name,
+                                make_inputs(layers, case.batch, self._input_seed(case, "time")), case.device, dtype,
+                                backend.make_optimizer, autocast)
+            return workload.run, workload.prepare
+
+        return Work(check_once, timed, case_cost(network, case, layers))
+
+    def _work(self, case: Case, backend: Backend) -> Work:
+        if case.layer == AUGMENT:
+            from perfkit import augment
+
+            return augment.work(case, self.config.check_batch, self._input_seed(case, "check"),
+                                self._input_seed(case, "time"))
+        return self._layer_work(case, backend)
+
+    def _check_and_time(self, case: Case, backend: Backend, row: Measurement) -> Measurement:
+        work = self._work(case, backend)
+
+        # 1. correctness against the reference
+        checked = work.check()
+        error, worst, tolerance = checked.error, checked.worst, checked.tolerance
+        basis = f"worst tensor: {worst}" + (f"; {checked.tolerance_note}" if checked.tolerance_note else "")
+        row = replace(row, error_rel=error, error_tolerance=tolerance, error_batch=checked.images, error_note=basis)
         if not (math.isfinite(error) and error <= tolerance):
             return replace(row, status="incorrect",
                            note=f"not timed: error {error:.3g} in {worst} exceeds the {case.dtype} tolerance "
                                 f"{tolerance:g}")
 
         # 2. timing, under the memory monitors
-        workload = Workload(module, case.pass_name, make_inputs(layers, case.batch, self._input_seed(case, "time")),
-                            case.device, dtype, backend.make_optimizer, autocast)
+        run, prepare = work.timed()
         monitors = monitors_for(case.device, self.config.power_interval_s, self.config.powercap_root)
         sustained = [m for m in monitors if m.min_window_s > 0]
         timer = timer_for(case.device)
-        run, graph_used, graph_note = workload.run, False, None
+        graph_used, graph_note = False, None
         if case.option("cuda_graph"):
-            run, graph_used, graph_note = timer.cuda_graph(workload.run, workload.prepare)
+            run, graph_used, graph_note = timer.cuda_graph(run, prepare)
         timing, windows = run_in_window(
             [m for m in monitors if m.min_window_s == 0],
-            lambda: timer.measure(run, workload.prepare, self.config.timing, hot_cache=bool(case.option("hot_cache"))))
+            lambda: timer.measure(run, prepare, self.config.timing, hot_cache=bool(case.option("hot_cache"))))
         fields = timing.record_fields()
         fields["cuda_graph"] = graph_used
         fields["timing_note"] = "; ".join(n for n in (fields["timing_note"], graph_note) if n) or None
@@ -343,7 +381,7 @@ class Runner:
             windows += [m.unmeasured(QUICK_ENERGY_NOTE) for m in sustained]
         elif sustained:
             seconds = max(m.min_window_s for m in sustained)
-            calls, energy_windows = run_in_window(sustained, lambda: timer.repeat_for(run, workload.prepare, seconds))
+            calls, energy_windows = run_in_window(sustained, lambda: timer.repeat_for(run, prepare, seconds))
             windows += energy_windows
             images = calls * case.batch
             for monitor in sustained:
@@ -352,7 +390,7 @@ class Runner:
             row = replace(row, **asdict(window))
         row = replace(row, **fields)
         if row.energy_j is not None and images:
-            if workload.prepare is None:
+            if prepare is None:
                 row = replace(row, energy_per_image_j=row.energy_j / images, images_per_j=images / row.energy_j)
             else:
                 row.energy_note = "; ".join(n for n in (row.energy_note, (
@@ -360,7 +398,7 @@ class Runner:
                     if n)
 
         # 4. rates from the cost model, and the roofline from the device's peaks
-        cost = case_cost(network, case, layers)
+        cost = work.cost
         seconds = timing.median_s
         achieved = cost.flops / seconds if seconds > 0 else None
         peak = self.device_peak(case.device, case.dtype, row.device_name)

@@ -3,8 +3,10 @@
 A study is a module of `perfkit.studies` with `NAME`, `DESCRIPTION`, `cases(options) -> list[Case]` and
 `summarize(df, options) -> Summary` (df: this run's measurements). It may define `timing(options) -> TimingPolicy`,
 `QUICK_ENERGY = True` to keep the sustained energy window in its --quick form (the energy study does), and
-`measure(case, runner, options) -> perfkit.runner.CaseResult | None` to measure the cases the runner's check-and-time
-path does not cover (the activations study's training runs); None hands a case to the runner.
+`measure_case(case, runner, options) -> perfkit.runner.CaseResult | None` to measure the cases the runner's
+check-and-time path does not cover (the activations study's training runs; None hands a case to the runner), or
+`run_cases(runner, cases) -> rows` to measure all its cases itself into the runner's store and run instead of
+`runner.run(cases)` (multigpu does: torchrun workers measure its cases and their rank 0 stores the rows).
 perfkit itself never imports the studies: the CLI hands a study module to `run_study`.
 """
 from __future__ import annotations
@@ -100,12 +102,13 @@ def run_study(study, options: StudyOptions, store_path, show_progress: bool = Tr
         run_id, resumed = store.start_or_resume_run(study.NAME, options.as_args(study.NAME), env_id, git_commit(),
                                                     perfkit.__version__, cases_planned=len(cases), resume=resume)
         hook = None
-        if hasattr(study, "measure"):
+        if hasattr(study, "measure_case"):
             def hook(case, runner):
-                return study.measure(case, runner, options)
+                return study.measure_case(case, runner, options)
         runner = Runner(store, run_id, study.NAME, env, env_id, config, show_progress=show_progress,
                         measure_hook=hook)
-        rows = runner.run(cases)
+        run_cases = getattr(study, "run_cases", None)
+        rows = run_cases(runner, cases) if run_cases is not None else runner.run(cases)
         df = load_measurements(store.path)
         df = df[df.run_id == run_id].reset_index(drop=True)
         summary = study.summarize(df, options)

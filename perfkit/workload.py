@@ -24,12 +24,13 @@ from __future__ import annotations
 import math
 
 import contextlib
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 
 from perfkit.model import AlexNetModule, TorchOps
-from perfkit.specs import NUM_CLASSES, CrossEntropy, LayerSpec
+from perfkit.specs import NUM_CLASSES, Cost, CrossEntropy, LayerSpec
 
 #: Largest relative error a backend may show against the float64 reference, per dtype.
 TOLERANCES = {"float64": 1e-10, "float32": 1e-4, "tf32": 1e-2, "float16": 1e-2, "bfloat16": 5e-2}
@@ -55,6 +56,32 @@ def tolerance_for(dtype: str, stock_error: float | None) -> float:
 
 #: The dtypes torch.autocast can run a case in.
 AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class Checked:
+    """One correctness check: the relative error against the reference, the tensor it was worst in, the images
+    checked, the tolerance it must meet (`tolerance_for`) and, when widened past the dtype's bound, why."""
+
+    error: float
+    worst: str
+    images: int
+    tolerance: float
+    tolerance_note: str | None = None
+
+
+@dataclass
+class Work:
+    """What the runner checks and times for one case, whatever the case measures (AlexNet layers here; the
+    augmentation pipeline in perfkit.augment).
+
+    `check()` runs the work once on fresh inputs and compares it with its reference (a `Checked`). `timed()` sets it
+    up on fresh inputs at the case's batch: (run, prepare), the timed call and the untimed call before each repetition
+    (or None). `cost` is the work of one call (FLOPs, minimum bytes)."""
+
+    check: Callable[[], Checked]
+    timed: Callable[[], tuple[Callable[[], object], Callable[[], object] | None]]
+    cost: Cost
 
 
 def autocast_dtype(case) -> torch.dtype | None:

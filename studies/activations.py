@@ -171,7 +171,7 @@ def cases(options: StudyOptions) -> list[Case]:
     return out
 
 
-# -- training runs (the runner hands them here: perfkit.study's `measure` hook) ----------------------------------------
+# -- training runs (the runner hands them here: perfkit.study's `measure_case` hook) ----------------------------------------
 _DATASETS: dict = {}
 
 
@@ -203,7 +203,7 @@ def check_train_step(backend, network, params, device: str, dtype: torch.dtype, 
     return check(got, want)
 
 
-def measure(case: Case, runner, options: StudyOptions) -> CaseResult | None:
+def measure_case(case: Case, runner, options: StudyOptions) -> CaseResult | None:
     """A training run (pass `training`); every other case goes to the runner's check-and-time path."""
     if case.pass_name != TRAINING_PASS:
         return None

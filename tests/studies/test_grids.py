@@ -2,7 +2,7 @@
 checked here on any machine: they are what a GPU machine will run."""
 import pytest
 
-from perfkit.cases import NETWORK
+from perfkit.cases import AUGMENT, NETWORK
 from perfkit.specs import build_network
 from perfkit.study import StudyOptions
 from perfkit.studies import (CPU_DEFAULT_STUDIES, GPU_DEFAULT_STUDIES, STUDIES, backends, batch, default_studies,
@@ -42,7 +42,7 @@ def test_every_grid_has_unique_keys_and_known_layers(name, quick, cpu_machine):
         cases = STUDIES[name].cases(opts(devices, quick=quick))
         keys = [c.key for c in cases]
         assert cases and len(keys) == len(set(keys)), name
-        assert {c.layer for c in cases} <= set(LAYERS) | {NETWORK}
+        assert {c.layer for c in cases} <= set(LAYERS) | {NETWORK, AUGMENT}
 
 
 def test_device_planning(cpu_machine, monkeypatch):

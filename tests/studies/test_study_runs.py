@@ -22,6 +22,8 @@ NARROW = {
     "precision": {"layers": ["fc8"]},
     "energy": {"passes": ["forward"]},
     "roofline": {"layers": ["pool5", "fc8"]},
+    "augmentation": {},  # batch 1: one image per augmentation case, and the CPU's train step at batch 1
+    "multigpu": {"forms": ["ddp", "two_column"]},  # both on 2 gloo ranks: one torchrun launch
 }
 
 
