@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="run one study, or list them")
     p.add_argument("name", nargs="?", help="the study to run")
     p.add_argument("--list", action="store_true", help="list the studies")
+    p.add_argument("--cifar10", default=None, metavar="DIR",
+                   help="activations only: train on CIFAR-10's python batches (data_batch_1..5) in DIR instead of "
+                        "scikit-learn's digits")
     _add_study_args(p)
 
     p = sub.add_parser("layers", help="the network specs and cost model, per layer and total")
@@ -166,8 +169,19 @@ def _study_options(args, parser, command):
     if variant not in VARIANTS:
         return None, _usage_error(parser, command, f"unknown variant {variant!r} (choose from "
                                                    f"{', '.join(VARIANTS)})")
+    extra = {}
+    if getattr(args, "cifar10", None):
+        from perfkit.datasets import DatasetError, cifar10_files
+
+        if args.name != "activations":
+            return None, _usage_error(parser, command, "--cifar10 is an option of the activations study")
+        try:
+            cifar10_files(args.cifar10)
+        except DatasetError as exc:
+            return None, _usage_error(parser, command, str(exc))
+        extra["cifar10"] = str(Path(args.cifar10).resolve())
     return StudyOptions(devices=resolve_devices(args.device), quick=args.quick, batch=args.batch, variant=variant,
-                        threads=args.threads), 0
+                        threads=args.threads, extra=extra), 0
 
 
 def _run_studies(names, args, parser, command) -> int:

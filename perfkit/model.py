@@ -11,13 +11,17 @@ Dropout and correctness: two backends draw different dropout masks, so their out
 `capture_dropout_masks` set, each dropout stage records which elements it kept (`output != 0`: where the input is 0
 the mask does not matter); the reference then replays those masks (`replay_dropout_masks`) instead of drawing its own.
 
-Max pooling and correctness: where two values of a pooling window are within rounding of each other, the float64
-reference can pick the other one, and the gradient then flows to another position: one such near-tie in a network's
-backward moves conv1's weight gradient by about 1e-3 relative, over the float32 tolerance, with nothing wrong. With
-`capture_dropout_masks` set, each max-pool stage of its own (not fused) also records which input position each
-output took (`captured_pool_indices`: torch's argmax over the backend's own input, in its own dtype); the reference
-replays those choices (`replay_pool_indices`), gathering its float64 values at them. Values are still computed in
-float64 and compared: only the choice among near-equal values is the backend's.
+Choices and correctness: two ops decide by comparing values, and where the values are within rounding of each other
+the float64 reference can decide the other way, sending the gradient elsewhere with nothing wrong. Max pooling: where
+two values of a window nearly tie, the reference can pick the other one (one such near-tie in a network's backward
+moved conv1's weight gradient by about 1e-3 relative, over the float32 tolerance). ReLU: a pre-activation within
+rounding of zero can be positive in one dtype and not in the other, so the gradient passes in one only (seen in
+alexnet2012-pool2x2's backward at batch 4: 1.3e-3 in conv3's gradients). With `capture_dropout_masks` set, a module
+also records its choices (`captured_choices`, by layer name): for each max-pool stage of its own (not fused), which
+input position each output took (torch's argmax over the backend's own input, in its own dtype); for each ReLU, fused
+or not, where its output is positive. The reference replays them (`replay_choices`): it gathers its float64 values at
+the pool's positions and multiplies by the ReLU's mask. Values are still computed in float64 and compared: only the
+decisions between near-equal values are the backend's.
 """
 from __future__ import annotations
 
@@ -143,11 +147,11 @@ class AlexNetModule(nn.Module):
         if channels_last:
             self.to(memory_format=torch.channels_last)
         self.stages = plan_stages(self.specs, getattr(ops, "fuses", False))
-        self.capture_dropout_masks = False  # also captures max-pool choices (see the module docstring)
+        self.capture_dropout_masks = False  # also captures max-pool and ReLU choices (see the module docstring)
         self.captured_dropout_masks: dict[str, torch.Tensor] = {}
         self.replay_dropout_masks: dict[str, torch.Tensor] | None = None
-        self.captured_pool_indices: dict[str, torch.Tensor] = {}
-        self.replay_pool_indices: dict[str, torch.Tensor] | None = None
+        self.captured_choices: dict[str, torch.Tensor] = {}
+        self.replay_choices: dict[str, torch.Tensor] | None = None
 
     def load_shared_parameters(self, parameters: dict[str, torch.Tensor]) -> None:
         """Copy this module's parameters out of a shared set (a superset is fine: a single layer takes its own)."""
@@ -173,7 +177,8 @@ class AlexNetModule(nn.Module):
         if isinstance(head, Conv):
             p = getattr(self, head.name)
             kwargs = {"activation": activation} if activation else {}
-            return ops.conv2d(x, p.weight, p.bias, head.stride, head.padding, head.groups, **kwargs)
+            y = ops.conv2d(x, p.weight, p.bias, head.stride, head.padding, head.groups, **kwargs)
+            return self._relu_chosen(rest[0], y) if activation else y
         if isinstance(head, Linear):
             p = getattr(self, head.name)
             fuse_dropout = dropout is not None and self._dropout_active(dropout) and not self._replaying(dropout)
@@ -181,11 +186,15 @@ class AlexNetModule(nn.Module):
             if fuse_dropout:
                 kwargs["dropout_p"] = dropout.p
             y = ops.linear(x, p.weight, p.bias, **kwargs)
+            if activation:  # with dropout fused, y > 0 also drops the dropped elements: the reference drops them too
+                y = self._relu_chosen(rest[0], y)
             if fuse_dropout:
                 return self._captured(dropout, y)
             return self._dropout(dropout, y) if dropout is not None else y
         if isinstance(head, Activation):
-            return ops.activation(x, head.function)
+            if head.function == "relu" and self._replaying_choice(head):
+                return x * self.replay_choices[head.name].to(device=x.device, dtype=x.dtype)
+            return self._relu_chosen(head, ops.activation(x, head.function))
         if isinstance(head, LocalResponseNorm):
             if rest:
                 pool = rest[0]
@@ -193,11 +202,11 @@ class AlexNetModule(nn.Module):
                                           pool.kernel_size, pool.stride, pool.padding)
             return ops.local_response_norm(x, head.size, head.torch_alpha, head.beta, head.k)
         if isinstance(head, MaxPool):
-            if self.replay_pool_indices is not None and head.name in self.replay_pool_indices:
-                return gather_pooled(x, self.replay_pool_indices[head.name].to(x.device))
+            if self._replaying_choice(head):
+                return gather_pooled(x, self.replay_choices[head.name].to(x.device))
             y = ops.max_pool2d(x, head.kernel_size, head.stride, head.padding)
             if self.capture_dropout_masks:
-                self.captured_pool_indices[head.name] = pool_indices(x, head).cpu()
+                self.captured_choices[head.name] = pool_indices(x, head).cpu()
             return y
         if isinstance(head, Dropout):
             return self._dropout(head, x)
@@ -206,6 +215,15 @@ class AlexNetModule(nn.Module):
                 raise ValueError(f"layer {head.name!r} is the loss and needs the class targets")
             return ops.cross_entropy(x, target)
         raise TypeError(f"no stage for layer kind {head.kind!r}")
+
+    def _replaying_choice(self, spec: LayerSpec) -> bool:
+        return self.replay_choices is not None and spec.name in self.replay_choices
+
+    def _relu_chosen(self, spec: Activation, y):
+        """Record where a ReLU's output is positive (see the module docstring); other activations decide nothing."""
+        if self.capture_dropout_masks and spec.function == "relu":
+            self.captured_choices[spec.name] = (y > 0).detach().cpu()
+        return y
 
     def _dropout_active(self, spec: Dropout) -> bool:
         return self.training and spec.p > 0

@@ -4,7 +4,7 @@ Per case:
 1. Skip (a row with status "skipped" and the reason) when the backend cannot run it here.
 2. Build the backend's module from the parameters shared by every backend of the run.
 3. Check correctness on fresh random inputs (at most `check_batch` images) against the torch backend in float64 on
-   the CPU, which replays the backend's dropout masks and max-pool choices (perfkit.model). Over tolerance: status
+   the CPU, which replays the backend's dropout masks and its max-pool and ReLU choices (perfkit.model). Over tolerance: status
    "incorrect", not timed, never shown as a speed result.
 4. Time the pass on fresh inputs at the case's batch under the device's timer (CUDA events with the L2 flushed
    between repetitions unless the case option `hot_cache` is set; a CUDA-graph replay with the option `cuda_graph`),
@@ -321,13 +321,13 @@ class Runner:
                            autocast).run_once()
             module.capture_dropout_masks = False
             masks = dict(module.captured_dropout_masks)
-            pools = dict(module.captured_pool_indices)
+            choices = dict(module.captured_choices)
             module.captured_dropout_masks.clear()
-            module.captured_pool_indices.clear()
-            want = self._reference(case, layers, params, inputs, masks, check_batch, pools)
+            module.captured_choices.clear()
+            want = self._reference(case, layers, params, inputs, masks, check_batch, choices)
             error, worst = check(got, want)
             del got
-            stock_error, stock_note = self._stock_error(case, backend, error, layers, params, inputs, masks, pools,
+            stock_error, stock_note = self._stock_error(case, backend, error, layers, params, inputs, masks, choices,
                                                        want, dtype, autocast)
             return Checked(error, worst, check_batch, tolerance_for(case.dtype, stock_error), stock_note)
 
@@ -458,7 +458,7 @@ class Runner:
         self._peaks[key] = peak
         return peak
 
-    def _stock_error(self, case, backend, error, layers, params, inputs, masks, pools, want, dtype, autocast):
+    def _stock_error(self, case, backend, error, layers, params, inputs, masks, choices, want, dtype, autocast):
         """Stock PyTorch's error on this case in its dtype (reduced precision only; see workload.STOCK_ERROR_FACTOR),
         and a note saying how the tolerance was set. The torch backend's own error is its stock error."""
         if case.dtype in STRICT_DTYPES:
@@ -469,8 +469,8 @@ class Runner:
             try:
                 torch_backend = get_backend("torch")
                 module = torch_backend.build(layers, params, case.device, dtype)
-                module.replay_dropout_masks = masks  # the same masks and max-pool choices the checked backend drew
-                module.replay_pool_indices = pools or None
+                module.replay_dropout_masks = masks  # the same masks and choices (perfkit.model) the checked backend
+                module.replay_choices = choices or None  # made
                 got = Workload(module, case.pass_name, inputs, case.device, dtype, torch_backend.make_optimizer,
                                autocast).run_once()
                 stock, _ = check(got, want)
@@ -481,15 +481,15 @@ class Runner:
         return stock, (f"tolerance max({TOLERANCES[case.dtype]:g}, {STOCK_ERROR_FACTOR:g} x stock PyTorch's error "
                        f"{stock:.3g} in {case.dtype}{' autocast' if autocast is not None else ''})")
 
-    def _reference(self, case, layers, params, inputs, masks, check_batch, pools=None):
+    def _reference(self, case, layers, params, inputs, masks, check_batch, choices=None):
         active_dropout = any(spec.kind == "dropout" and spec.p > 0 for spec in layers)
-        # The reference replays the backend's max-pool choices: backends that chose alike share it.
-        choices = tuple(sorted((name, zlib.crc32(t.numpy().tobytes())) for name, t in (pools or {}).items()))
-        key = (case.variant, case.activation, case.layer, case.pass_name, check_batch, choices)
+        # The reference replays the backend's choices (perfkit.model): backends that chose alike share it.
+        chosen = tuple(sorted((name, zlib.crc32(t.numpy().tobytes())) for name, t in (choices or {}).items()))
+        key = (case.variant, case.activation, case.layer, case.pass_name, check_batch, chosen)
         if not active_dropout and key in self._references:
             return self._references[key]
         want = reference_results(layers, case.pass_name, params, inputs, masks, get_backend("torch").make_optimizer,
-                                 pools)
+                                 choices)
         # One entry: a network's float64 gradients are ~1 GB, and studies list a case's backends next to each other.
         self._references = {key: want} if not active_dropout else {}
         return want

@@ -9,8 +9,8 @@ A single layer's backward is driven by a fixed random output gradient; the netwo
 cross-entropy loss against random class targets. The input needs a gradient unless it is the image (the first layer).
 
 Correctness: the same work on fresh random inputs, compared with the torch backend in float64 on the CPU with the same
-parameters, inputs, dropout masks and max-pool choices (perfkit.model). The error is the relative Frobenius error ||got - want|| / ||want||, worst over
-the compared tensors: the output (forward); the input and parameter gradients (backward); the gradients and the
+parameters, inputs, dropout masks, max-pool and ReLU choices (perfkit.model). The error is the relative Frobenius
+error ||got - want|| / ||want||, worst over the compared tensors: the output (forward); the input and parameter gradients (backward); the gradients and the
 updated parameters (train_step).
 
 Autocast (mixed precision as torch users run it): a case with the option `autocast` set runs a float32 module on float32
@@ -197,12 +197,12 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 def reference_results(layers: Sequence[LayerSpec], pass_name: str, parameters: dict[str, torch.Tensor],
                       inputs: dict[str, torch.Tensor], dropout_masks: dict[str, torch.Tensor],
-                      make_optimizer, pool_indices: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                      make_optimizer, choices: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The same work done by stock PyTorch operators in float64 on the CPU, replaying the given dropout masks and
-    max-pool choices (perfkit.model: the backend's choices among near-equal values)."""
+    max-pool and ReLU choices (perfkit.model: the backend's choices among near-equal values)."""
     module = AlexNetModule(layers, TorchOps, device="cpu", dtype=torch.float64, parameters=parameters)
     module.replay_dropout_masks = dropout_masks
-    module.replay_pool_indices = pool_indices or None
+    module.replay_choices = choices or None
     return Workload(module, pass_name, inputs, "cpu", torch.float64, make_optimizer).run_once()
 
 

@@ -196,10 +196,10 @@ def check_train_step(backend, network, params, device: str, dtype: torch.dtype, 
     layers = network.layers
     inputs = make_inputs(layers, CHECK_BATCH, seed)
     module = backend.build(layers, params, device, dtype)
-    module.capture_dropout_masks = True  # and max-pool choices, which the reference replays (perfkit.model)
+    module.capture_dropout_masks = True  # and the max-pool and ReLU choices the reference replays
     got = Workload(module, "train_step", inputs, device, dtype, backend.make_optimizer).run_once()
     want = reference_results(layers, "train_step", params, inputs, {}, get_backend("torch").make_optimizer,
-                             dict(module.captured_pool_indices))
+                             dict(module.captured_choices))
     return check(got, want)
 
 
@@ -471,7 +471,8 @@ def _convergence_lines(df, groups: list[dict], options: StudyOptions) -> list[st
     target = target_error()
     paper = figure("paper_relu_vs_tanh_speedup")
     lines = ["", f"Convergence (the paper's Figure 1 at small scale): the four-layer CNN trained with each activation "
-                 f"to {target * 100:g}% training error ({cite('paper_fig1_target_train_error')}); SGD, momentum "
+                 f"to {target * 100:g}% training error (Figure 1's threshold, "
+                 f"{figure('paper_fig1_target_train_error').source}); SGD, momentum "
                  f"{SGD_MOMENTUM:g}, no dropout or weight decay, the same initial weights for every run, learning rate "
                  "tuned per activation (fewest epochs to the target wins). Training error: the fraction of the "
                  "training images misclassified, measured four times per epoch; wall time is training time only."]
@@ -490,7 +491,7 @@ def _convergence_lines(df, groups: list[dict], options: StudyOptions) -> list[st
         table = []
         for activation, a in g["activations"].items():
             grid_text = ", ".join(
-                f"{r['lr']:g}: " + (f"{r['epochs_to_target']:g}" if r["epochs_to_target"] is not None else
+                f"{r['lr']:g}: " + (f"{r['epochs_to_target']:.3g}" if r["epochs_to_target"] is not None else
                                     f"- ({r['lowest_error'] * 100:.3g}%)" if r["lowest_error"] is not None else "-")
                 for r in a["runs"])
             table.append({"activation": activation, "grid": grid_text, "lr": a["best_lr"],

@@ -12,8 +12,9 @@ layers themselves (lrn1, lrn2, drop6, drop7, the overlapping pools, and the 2x2 
 sum is a second estimate of the same cost (without what removing a layer changes around it).
 
 Memory: on a GPU, the torch allocator's peak during the timed repetitions (activations, gradients and parameters of
-this case alone); on the CPU, the process's peak resident set size in that window, which also counts the interpreter,
-the parameters and perfkit's float64 reference results, so differences between networks are indicative only.
+this case alone). Not compared on the CPU: the process's peak resident set size in a case's window also holds what
+earlier cases left behind (the interpreter, the parameters, the float64 reference results, memory freed to an allocator
+that keeps it), so its differences between networks are not the networks'.
 
 Grids: the GPU when there is one (torch and triton, every pass), the CPU when asked for or when there is no GPU
 (torch; triton's rows skipped with the reason).
@@ -95,11 +96,13 @@ def cases(options: StudyOptions):
 
 
 # -- summary -----------------------------------------------------------------------------------------------------------
-def memory_of(row) -> tuple[float | None, str]:
-    """A row's peak memory and what it is: the torch allocator's peak on a GPU, the process's peak RSS on the CPU."""
+def memory_of(row) -> tuple[float | None, str | None]:
+    """A row's peak memory and what it is: the torch allocator's peak for the case on a GPU. None on the CPU: the
+    process's peak RSS in a case's window also holds what earlier cases left behind (memory freed to an allocator that
+    keeps it), so its differences between two cases are not the networks'."""
     if str(row.device).startswith("cuda"):
         return num(get(row, "torch_peak_allocated_bytes")), "torch allocator peak"
-    return num(get(row, "cpu_peak_rss_bytes")), "process peak RSS"
+    return None, None
 
 
 def _ratio(a, b):
@@ -172,22 +175,23 @@ def summarize(df, options: StudyOptions) -> Summary:
             continue  # nothing measured here: the list of cases without a result says why
         shown = True
         full_s = next((r["full_s"] for r in part if r["full_s"] is not None), None)
-        mem_kind = next((r["memory_kind"] for r in part if r["memory_kind"]), "peak memory")
+        mem_kind = next((r["memory_kind"] for r in part if r["memory_kind"]), None)
         full_mem = next((r["full_memory_bytes"] for r in part if r["full_memory_bytes"] is not None), None)
-        lines += ["", f"{device_title(df, device)}, {backend}, {pass_name}, float32, batch {batch}: full network "
-                      f"{fmt_ms(full_s)} ms, {mem_kind} {fmt_bytes(full_mem)}",
-                  format_table(part, [
-                      ("ingredient", "ingredient", None),
-                      ("ablated_s", "without ms", fmt_ms), ("cost_s", "cost ms", fmt_ms), ("share", "share", _pct),
-                      ("layers_s", "layers ms", fmt_ms), ("layers_share", "layers share", _pct),
-                      ("memory_bytes", f"{mem_kind} saved", fmt_bytes),
-                      ("memory_share", "memory share", _pct)])]
+        columns = [("ingredient", "ingredient", None),
+                   ("ablated_s", "without ms", fmt_ms), ("cost_s", "cost ms", fmt_ms), ("share", "share", _pct),
+                   ("layers_s", "layers ms", fmt_ms), ("layers_share", "layers share", _pct)]
+        head = f"{device_title(df, device)}, {backend}, {pass_name}, float32, batch {batch}: full network " \
+               f"{fmt_ms(full_s)} ms"
+        if mem_kind:
+            head += f", {mem_kind} {fmt_bytes(full_mem)}"
+            columns += [("memory_bytes", f"{mem_kind} saved", fmt_bytes), ("memory_share", "memory share", _pct)]
+        lines += ["", head, format_table(part, columns)]
     if not shown:
         lines += ["", "No network or ingredient layer was measured in this run."]
-    if any(r["memory_kind"] == "process peak RSS" and r["memory_bytes"] is not None for r in rows):
-        lines += ["", "CPU memory is the process's peak RSS in the timed window: it also holds the interpreter, the "
-                      "parameters and the float64 reference results of the correctness check, so its differences "
-                      "are indicative only. On a GPU, memory is the torch allocator's peak for the case alone."]
+    if any(not str(r["device"]).startswith("cuda") for r in rows if r["full_s"] is not None):
+        lines += ["", "Memory is not compared on the CPU: a case's peak RSS also holds what earlier cases left behind, "
+                      "so differences between cases are not the networks'. On a GPU it is the torch allocator's peak "
+                      "for the case alone."]
     lines += ["", "A negative cost means the network without the ingredient ran slower (or used more): the "
                   "difference is within this machine's noise, or removing a layer changed the kernels around it."]
     lines += [""] + not_measured(df)

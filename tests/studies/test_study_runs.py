@@ -24,6 +24,9 @@ NARROW = {
     "roofline": {"layers": ["pool5", "fc8"]},
     "augmentation": {},  # batch 1: one image per augmentation case, and the CPU's train step at batch 1
     "multigpu": {"forms": ["ddp", "two_column"]},  # both on 2 gloo ranks: one torchrun launch
+    # act6 (after fc6) forward, and one short training run per activation on the first 512 digits
+    "activations": {"indices": [6], "passes": ["forward"], "lrs": [0.03], "epochs": 1, "train_images": 512},
+    "ingredients": {"layers": ["network", "lrn1", "drop6"], "passes": ["forward"]},
 }
 
 
