@@ -62,9 +62,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from perfkit.cases import NETWORK, Case
+from perfkit.records import Measurement
 from perfkit.model import AlexNetModule, TorchOps, _LayerParameters, init_parameters, torch_dtype
 from perfkit.specs import (Activation, Conv, CrossEntropy, Dropout, LayerSpec, Linear, LocalResponseNorm, MaxPool,
-                           Network, build_network, dtype_bytes)
+                           Network, build_network)
 
 FORMS = ("single", "ddp", "two_column")
 COLUMNS = 2  # the paper's two GPUs
@@ -471,11 +472,10 @@ def build_step(case: Case, network: Network, parameters, device: str, seed: int)
     return step
 
 
-def measure_case(case: Case, job: dict, network: Network, parameters) -> "Measurement | None":
+def measure_case(case: Case, job: dict, network: Network, parameters) -> Measurement | None:
     """Check, then time one case on every rank; the row on rank 0 (None elsewhere). Collective."""
     from perfkit.backends import float32_precision
     from perfkit.monitors import monitors_for
-    from perfkit.records import Measurement  # noqa: F401 (the return type)
     from perfkit.runner import case_row, device_name, run_in_window
     from perfkit.store import utc_now
     from perfkit.timer import TimingPolicy

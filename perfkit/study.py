@@ -101,12 +101,12 @@ def run_study(study, options: StudyOptions, store_path, show_progress: bool = Tr
         store.add_environment(env, env_id, machine_label(env))
         run_id, resumed = store.start_or_resume_run(study.NAME, options.as_args(study.NAME), env_id, git_commit(),
                                                     perfkit.__version__, cases_planned=len(cases), resume=resume)
-        hook = None
-        if hasattr(study, "measure_case"):
-            def hook(case, runner):
-                return study.measure_case(case, runner, options)
+
+        def hook(case, runner):
+            return study.measure_case(case, runner, options)
+
         runner = Runner(store, run_id, study.NAME, env, env_id, config, show_progress=show_progress,
-                        measure_hook=hook)
+                        measure_hook=hook if hasattr(study, "measure_case") else None)
         run_cases = getattr(study, "run_cases", None)
         rows = run_cases(runner, cases) if run_cases is not None else runner.run(cases)
         df = load_measurements(store.path)

@@ -51,7 +51,7 @@ from perfkit.backends import SGD_MOMENTUM, float32_precision, get_backend
 from perfkit.cases import NETWORK, Case, grid
 from perfkit.datasets import CIFAR10, DIGITS, Dataset, DatasetError, DatasetUnavailable, load_cifar10, load_digits
 from perfkit.model import init_parameters, torch_dtype
-from perfkit.reference import cite, figure
+from perfkit.reference import figure
 from perfkit.report import fmt_ms, fmt_num, format_table
 from perfkit.runner import CaseResult, cpu_threads, device_name
 from perfkit.specs import ACTIVATIONS, build_cifar4, build_network

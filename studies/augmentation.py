@@ -28,7 +28,7 @@ from perfkit.cases import AUGMENT, NETWORK, Case
 from perfkit.reference import figure
 from perfkit.report import fmt_num, format_table
 from perfkit.study import StudyOptions, Summary
-from perfkit.studies._common import (choose, config_label, device_title, is_autocast, not_measured, num, ok_rows,
+from perfkit.studies._common import (choose, config_label, is_autocast, not_measured, num, ok_rows,
                                      options_of, plan_devices)
 
 NAME = "augmentation"

@@ -19,3 +19,26 @@ INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 def device() -> str:
     """Where kernel tests run: the GPU when there is one, else CPU tensors under the Triton interpreter."""
     return "cuda" if HAS_CUDA and not INTERPRETING else "cpu"
+
+
+@pytest.fixture
+def open_runner(tmp_path):
+    """open_runner(config) -> a Runner measuring into a new run of a fresh store under tmp_path (closed afterwards)."""
+    from perfkit.env import collect_environment, environment_id
+    from perfkit.runner import Runner
+    from perfkit.store import Store
+
+    stores = []
+
+    def open_(config):
+        store = Store.open(tmp_path / f"runner-{len(stores)}.db")
+        stores.append(store)
+        env = collect_environment()
+        env_id = environment_id(env)
+        store.add_environment(env, env_id, "test")
+        run_id, _ = store.start_or_resume_run("test", {}, env_id, None, "0")
+        return Runner(store, run_id, "test", env, env_id, config, show_progress=False)
+
+    yield open_
+    for store in stores:
+        store.close()

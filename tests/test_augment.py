@@ -5,9 +5,7 @@ import torch
 
 from perfkit import augment as A
 from perfkit.cases import AUGMENT, Case
-from perfkit.env import collect_environment, environment_id
-from perfkit.runner import Runner, RunnerConfig
-from perfkit.store import Store
+from perfkit.runner import RunnerConfig
 from perfkit.timer import TimingPolicy
 from perfkit.workload import relative_error
 
@@ -121,16 +119,9 @@ def test_unavailable_reasons():
 
 
 @pytest.fixture
-def runner(tmp_path):
-    store = Store.open(tmp_path / "a.db")
-    env = collect_environment()
-    env_id = environment_id(env)
-    store.add_environment(env, env_id, "test")
-    run_id, _ = store.start_or_resume_run("test", {}, env_id, None, "0")
-    config = RunnerConfig(timing=TimingPolicy(warmup=1, min_reps=2, min_time_s=0.0), check_batch=2,
-                          device_peaks=False)
-    yield Runner(store, run_id, "test", env, env_id, config, show_progress=False)
-    store.close()
+def runner(open_runner):
+    return open_runner(RunnerConfig(timing=TimingPolicy(warmup=1, min_reps=2, min_time_s=0.0), check_batch=2,
+                                    device_peaks=False))
 
 
 @needs_photos

@@ -7,9 +7,8 @@ import torch
 
 from perfkit.cases import Case
 from perfkit.model import AlexNetModule, TorchOps
-from perfkit.runner import Runner, RunnerConfig
+from perfkit.runner import RunnerConfig
 from perfkit.specs import build_network
-from perfkit.store import Store
 from perfkit.timer import TimingPolicy
 from perfkit.workload import Workload, autocast_dtype, make_inputs
 
@@ -18,16 +17,8 @@ AUTOCAST = (("autocast", True),)
 
 
 @pytest.fixture
-def runner(tmp_path):
-    from perfkit.env import collect_environment, environment_id
-
-    store = Store.open(tmp_path / "a.db")
-    env = collect_environment()
-    env_id = environment_id(env)
-    store.add_environment(env, env_id, "test")
-    run_id, _ = store.start_or_resume_run("test", {}, env_id, None, "0")
-    yield Runner(store, run_id, "test", env, env_id, FAST, show_progress=False)
-    store.close()
+def runner(open_runner):
+    return open_runner(FAST)
 
 
 def test_autocast_dtype_comes_from_the_case():

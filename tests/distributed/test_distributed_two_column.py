@@ -8,8 +8,7 @@ import torch
 
 from perfkit import distributed as D
 from perfkit.cases import Case
-from perfkit.env import collect_environment, environment_id
-from perfkit.runner import Runner, RunnerConfig
+from perfkit.runner import RunnerConfig
 from perfkit.specs import build_network
 from perfkit.store import Store, load_measurements
 
@@ -98,14 +97,8 @@ def test_unavailable_reasons():
 
 
 @pytest.fixture
-def runner(tmp_path):
-    store = Store.open(tmp_path / "d.db")
-    env = collect_environment()
-    env_id = environment_id(env)
-    store.add_environment(env, env_id, "test")
-    run_id, _ = store.start_or_resume_run("test", {}, env_id, None, "0")
-    yield Runner(store, run_id, "test", env, env_id, RunnerConfig(check_batch=1), show_progress=False)
-    store.close()
+def runner(open_runner):
+    return open_runner(RunnerConfig(check_batch=1))
 
 
 def test_a_failed_launch_records_the_case_in_flight_and_relaunches_the_rest(runner, monkeypatch):

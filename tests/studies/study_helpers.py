@@ -12,13 +12,25 @@ from perfkit.cases import Case
 from perfkit.records import Measurement
 from perfkit.runner import RunnerConfig
 from perfkit.store import load_measurements, load_summaries
-from perfkit.studies import get_study
+from perfkit.studies import _common, get_study
 from perfkit.study import StudyOptions, run_study
 from perfkit.timer import TimingPolicy
 
 #: One repetition after one warm-up, a one-image check, no device-peak measurement: enough to exercise every path,
 #: not to measure.
 FAST = RunnerConfig(timing=TimingPolicy(warmup=1, min_reps=1, min_time_s=0.0), check_batch=1, device_peaks=False)
+
+
+@pytest.fixture
+def gpu_machine(monkeypatch):
+    """Studies plan as on a machine with a GPU (no kernel runs: for the grids only)."""
+    monkeypatch.setattr(_common, "gpu_visible", lambda: True)
+
+
+@pytest.fixture
+def cpu_machine(monkeypatch):
+    """Studies plan as on a machine without a GPU."""
+    monkeypatch.setattr(_common, "gpu_visible", lambda: False)
 
 
 @pytest.fixture

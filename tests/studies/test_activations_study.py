@@ -147,7 +147,7 @@ def test_summary_reports_the_measured_relu_tanh_ratio_next_to_the_papers_six():
     assert group["relu_speedup_over_tanh_wall"] == pytest.approx(7.0 / 2.0)
     paper = figure("paper_relu_vs_tanh_speedup").value
     assert paper == 6
-    assert f"3.5x faster than tanh in epochs (3.5 / 1)" in summary.text and f"the paper: {paper:g}x" in summary.text
+    assert "3.5x faster than tanh in epochs (3.5 / 1)" in summary.text and f"the paper: {paper:g}x" in summary.text
 
 
 def test_no_ratio_is_invented_when_tanh_never_reaches_the_target():

@@ -6,21 +6,11 @@ import pytest
 
 from perfkit.cases import AUGMENT, NETWORK, Case
 from perfkit.study import StudyOptions
-from perfkit.studies import _common, augmentation
+from perfkit.studies import augmentation
 
-from study_helpers import frame, measured
+from study_helpers import cpu_machine, frame, gpu_machine, measured  # noqa: F401 (fixtures)
 
 GPU = "cuda:0"
-
-
-@pytest.fixture
-def gpu_machine(monkeypatch):
-    monkeypatch.setattr(_common, "gpu_visible", lambda: True)
-
-
-@pytest.fixture
-def cpu_machine(monkeypatch):
-    monkeypatch.setattr(_common, "gpu_visible", lambda: False)
 
 
 def test_cpu_only_grid_measures_the_cpu_and_plans_the_gpu_half_to_be_skipped(cpu_machine):

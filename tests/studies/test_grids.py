@@ -9,6 +9,8 @@ from perfkit.studies import (CPU_DEFAULT_STUDIES, GPU_DEFAULT_STUDIES, STUDIES, 
                              energy, precision, roofline, speedup2012, train_time)
 from perfkit.studies import _common
 
+from study_helpers import cpu_machine, gpu_machine  # noqa: F401 (fixtures)
+
 LAYERS = list(build_network("alexnet2012").layer_names)
 GEMMS = [s.name for s in build_network("alexnet2012").layers if s.kind in ("conv", "linear")]
 GPU_ONLY = StudyOptions(devices=("cuda:0",))
@@ -17,16 +19,6 @@ BOTH = StudyOptions(devices=("cpu", "cuda:0"))
 
 def opts(devices=("cpu", "cuda:0"), **kw):
     return StudyOptions(devices=devices, **kw)
-
-
-@pytest.fixture
-def gpu_machine(monkeypatch):
-    monkeypatch.setattr(_common, "gpu_visible", lambda: True)
-
-
-@pytest.fixture
-def cpu_machine(monkeypatch):
-    monkeypatch.setattr(_common, "gpu_visible", lambda: False)
 
 
 def test_default_studies_follow_the_hardware():
