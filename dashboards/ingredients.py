@@ -15,7 +15,8 @@ import plotly.graph_objects as go
 from perfkit.dashboards.common import (NoteBlock, Section, TableBlock, backend_name, esc, fmt_bytes, fmt_seconds,
                                        is_num, latest, pass_name, run_provenance)
 from perfkit.dashboards.plot import figure, finish
-from perfkit.dashboards.summaries import has_summary, missing_note, runs_of, summary_items, where_label, why_not_measured
+from perfkit.dashboards.summaries import (has_summary, missing_note, runs_of, summary_items, where_label,
+                                          why_not_measured)
 
 STUDY = "ingredients"
 INGREDIENT_COLORS = {"dropout": "#8e6bbf", "lrn": "#c24d4d", "pooling": "#b5a33a"}
@@ -43,10 +44,10 @@ def build(data) -> Section | None:
     items = items.sort_values(["_config", "_pass"], kind="stable")
     section = Section("ingredients", "Ingredients: what dropout, LRN and overlapping pooling cost",
                       "Each ingredient's cost is the whole network's time less the time of the same network without it "
-                      "(for pooling: with non-overlapping 2x2 stride-2 pools instead of 3x3 stride 2), shown as a share "
-                      "of the whole network, per pass. On a GPU the same for the torch allocator's peak memory. A "
-                      "negative share: the network without the ingredient was slower, within noise or because "
-                      "removing a layer changed the kernels around it.")
+                      "(for pooling: with non-overlapping 2x2 stride-2 pools instead of 3x3 stride 2), shown as a "
+                      "share of the whole network, per pass. On a GPU the same for the torch allocator's peak "
+                      "memory. A negative share: the network without the ingredient was slower, within noise or "
+                      "because removing a layer changed the kernels around it.")
     missing = []
     for column, name, axis, of in SHARES:
         rows = items if column == "share" else items[items.memory_kind.notna()]

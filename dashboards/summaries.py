@@ -15,9 +15,10 @@ from perfkit.dashboards.data import machine_short_names
 
 
 def summary_items(data, study: str, key: str, summary_keys: Sequence[str] = ()) -> pd.DataFrame:
-    """The dicts in list `key` (or the one dict `key`) of every summary of `study`, one row each, oldest summary first, with the summary's
-    run_id, machine_id, machine (a short name), the summary-level values named in `summary_keys` (e.g. the variant)
-    and, when the items name a device but not its model, device_name from the run's measurement rows."""
+    """The dicts in list `key` (or the one dict `key`) of every summary of `study`, one row each, oldest summary
+    first, with the summary's run_id, machine_id, machine (a short name), the summary-level values named in
+    `summary_keys` (e.g. the variant) and, when the items name a device but not its model, device_name from the run's
+    measurement rows."""
     s = data.summaries
     if s.empty:
         return pd.DataFrame()

@@ -17,7 +17,9 @@ from perfkit.store import load_measurements
 
 NOT_MEASURED_NOTE = "fabricated: this case was not measured"
 INGREDIENT_MISSING = ("triton", "backward", "lrn")  # backend, pass, ingredient whose share is None
-AUGMENT_RATES = {("cpu", 1): 900.0, ("cpu", 16): 7_000.0, ("cuda:0", "triton"): 400_000.0, ("cuda:0", "torch"): 60_000.0}
+#: Fabricated images/s per (device, threads) on the CPU and (device, backend) on the GPU.
+AUGMENT_RATES = {("cpu", 1): 900.0, ("cpu", 16): 7_000.0, ("cuda:0", "triton"): 400_000.0,
+                 ("cuda:0", "torch"): 60_000.0}
 
 
 def add_study_rows(w, runs: list[str]) -> None:
