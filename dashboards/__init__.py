@@ -10,6 +10,7 @@ report after a run can catch `DashboardError`, print it and carry on.
 Sections appear only when the stores hold their data; see each module's docstring for what it needs:
 overview, layers, speedup (the 2012 comparison), backends (and correctness), sweeps (batch and precision), roofline,
 energy, training (train_time), activations (convergence curves: see `perfkit.dashboards.data` for the contract),
+ingredients, augmentation and multigpu (each from its study's summary: see `perfkit.dashboards.summaries`),
 machines (cross-machine comparison), regression (pytest-benchmark history).
 """
 from __future__ import annotations

@@ -128,9 +128,10 @@ class _Writer:
 
 
 def fabricated_gpu_store(path: str | Path, seed: int = 0, hostname: str = FIXTURE_HOST,
-                         gpu_name: str = FIXTURE_GPU_NAME) -> Path:
+                         gpu_name: str = FIXTURE_GPU_NAME, with_newer_studies: bool = True) -> Path:
     """A FABRICATED GPU machine's store with rows for every study and every optional column and table (see the
-    module docstring). For layout and browser tests only."""
+    module docstring); without the ingredients, augmentation and multigpu studies (dash_study_fixtures) when
+    `with_newer_studies` is false. For layout and browser tests only."""
     path = Path(path)
     w = _Writer(path, fixture_environment(hostname, gpu_name), random.Random(seed))
     layers = list(build_network("alexnet2012").layer_names) + ["network"]
@@ -249,5 +250,9 @@ def fabricated_gpu_store(path: str | Path, seed: int = 0, hostname: str = FIXTUR
             curves.append({"activation": act, "epoch": epoch, "train_error": round(min(err, 0.9), 4),
                            "wall_s": round(wall, 3), "dataset": "sklearn-digits (fabricated)"})
     w.store.add_summary(run, "activations", "fabricated summary", {"curves": curves, "fabricated": True})
+    if with_newer_studies:
+        from dash_study_fixtures import add_study_rows
+
+        add_study_rows(w, runs)
     w.close(runs)
     return path

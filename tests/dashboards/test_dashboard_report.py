@@ -12,7 +12,7 @@ from perfkit.dashboards import reference as ref
 from perfkit.dashboards.common import BACKEND_COLORS, FLOPS_CONVENTION
 
 ALL_SECTIONS = ["overview", "layers", "speedup", "backends", "sweeps", "roofline", "energy", "train-time",
-                "activations", "machines", "regression"]
+                "activations", "ingredients", "augmentation", "multigpu", "machines", "regression"]
 
 
 def section_ids(report):
