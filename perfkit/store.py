@@ -117,7 +117,7 @@ def _check_existing(path: Path) -> int | None:
         if f.read(16) != _SQLITE_MAGIC:
             raise StoreError(f"{path} is not a perfkit store (not an SQLite database); it was left untouched")
     try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        con = _connect_for_reading(path)
         try:
             app_id = con.execute("PRAGMA application_id").fetchone()[0]
             version = con.execute("PRAGMA user_version").fetchone()[0]
@@ -291,11 +291,31 @@ FROM measurements m JOIN runs r ON r.run_id = m.run_id LEFT JOIN environments e 
 """
 
 
+def _connect_for_reading(path: Path) -> sqlite3.Connection:
+    """A connection that cannot change the store. Opened read-write with writes refused (query_only) where the file
+    allows it, because SQLite removes a WAL store's -wal and -shm files only when the last connection to close could
+    write: a store read last through a read-only connection keeps them beside it. A read-only file gets a read-only
+    connection that treats it as immutable."""
+    uri = path.resolve().as_uri()
+    con = None
+    try:
+        con = sqlite3.connect(f"{uri}?mode=rw", uri=True)
+        con.execute("PRAGMA query_only=ON")
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the file (and its -shm) now
+        return con
+    except sqlite3.OperationalError:
+        if con is not None:
+            con.close()
+    # A file we may not write, or in a folder we may not write (where a WAL store cannot even be read normally, as
+    # its -shm file cannot be made): read it as immutable, which it is to us.
+    return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
+
+
 def _read_only(path: str | os.PathLike) -> sqlite3.Connection:
     path = Path(path)
     if _check_existing(path) is None:
         raise StoreError(f"no perfkit store at {path}")
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    return _connect_for_reading(path)
 
 
 def _read_tables(paths: Sequence[str | os.PathLike], query: str, keys: Sequence[str], table: str | None = None):

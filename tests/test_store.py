@@ -164,3 +164,21 @@ def test_store_is_marked_as_perfkit_and_uses_wal(tmp_path):
     assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     con.close()
+
+
+def test_reading_a_store_leaves_nothing_beside_it_and_cannot_write(tmp_path):
+    """A read-only SQLite connection closing last keeps a WAL store's -wal and -shm files beside it (results folders
+    would carry them); readers close with nothing left, and still cannot change the store."""
+    path = tmp_path / "s.db"
+    _store_with_run(path)
+    before = _digest(path)
+    assert len(load_measurements(path)) == 2 and len(load_runs(path)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db"]
+    assert _digest(path) == before
+    from perfkit.store import _read_only
+
+    con = _read_only(path)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        con.execute("DELETE FROM measurements")
+    con.close()
+    assert len(load_measurements(path)) == 2
