@@ -28,6 +28,21 @@ def _probe():
 _INTERPRETING: bool = type(_probe).__name__ == "InterpretedFunction" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
+@triton.jit
+def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(tile row, tile column) of program ``pid``, walking GROUP_M tile-rows down a column of tiles before moving
+    right, so that programs running together share strips of
+    both operands in L2 (the GEMMs of linear and conv2d)."""
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    first_pid_m = (pid // num_pid_in_group) * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+    return pid_m, pid_n
+
+
 def is_interpreting() -> bool:
     """True when the kernels of this package run under Triton's CPU interpreter (``TRITON_INTERPRET=1`` was set before
     ``perfkit.kernels`` was imported). Interpreter timings mean nothing; use it for correctness only."""

@@ -51,7 +51,7 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import activation_grad, apply_activation
+from ._common import activation_grad, apply_activation, grouped_tile
 
 
 def conv_configs() -> list[triton.Config]:
@@ -117,14 +117,7 @@ def _conv2d_kernel(
 ):
     g = tl.program_id(1)
     # Grouped ordering of (pixel tile, channel tile) within the group, for L2 reuse of input rows and filters.
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(KG, BLOCK_N)
-    num_pid_in_group = GROUP_M * num_pid_n
-    first_pid_m = (pid // num_pid_in_group) * GROUP_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, KG, BLOCK_M, BLOCK_N, GROUP_M)
 
     # Output pixels of this tile, and the top-left input pixel each one's receptive field starts at.
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -254,14 +247,7 @@ def _conv2d_dgrad_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     g = tl.program_id(1)
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(CG, BLOCK_N)
-    num_pid_in_group = GROUP_M * num_pid_n
-    first_pid_m = (pid // num_pid_in_group) * GROUP_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, CG, BLOCK_M, BLOCK_N, GROUP_M)
 
     # Input pixels of this tile (rows of dx), and the input channels of the group (columns).
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)

@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import activation_grad, apply_activation, dropout_keep
+from ._common import activation_grad, apply_activation, dropout_keep, grouped_tile
 
 
 def gemm_configs() -> list[triton.Config]:
@@ -59,20 +59,6 @@ def gemm_configs() -> list[triton.Config]:
     ]
     # Big blocks keep the interpreter fast: its cost is per program and per loop iteration, not per element.
     return _common.select_configs(gpu, cfg(64, 128, 128, 4, 1))
-
-
-@triton.jit
-def _grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
-    """(tile row, tile column) of program ``pid``, walking GROUP_M tile-rows down a column of tiles before moving
-    right, so that programs running together share strips of x and w in L2."""
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    num_pid_in_group = GROUP_M * num_pid_n
-    first_pid_m = (pid // num_pid_in_group) * GROUP_M
-    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
-    return pid_m, pid_n
 
 
 @triton.jit
@@ -124,7 +110,7 @@ def _linear_kernel(
     HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, DROPOUT: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    pid_m, pid_n = _grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -171,7 +157,8 @@ def splitk_configs() -> list[triton.Config]:
 
 
 @triton.autotune(configs=splitk_configs(),
-                 key=["M", "N", "K", "K_PER_SPLIT", "stride_xm", "stride_xk", "stride_wn", "stride_wk", "DOT_PRECISION"],
+                 key=["M", "N", "K", "K_PER_SPLIT", "stride_xm", "stride_xk", "stride_wn", "stride_wk",
+                      "DOT_PRECISION"],
                  prune_configs_by={"early_config_prune": _prune_gemm})
 @triton.jit
 def _linear_splitk_kernel(
@@ -181,7 +168,7 @@ def _linear_splitk_kernel(
     DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    pid_m, pid_n = _grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     split = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)

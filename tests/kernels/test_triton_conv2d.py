@@ -4,34 +4,15 @@ import torch
 import torch.nn.functional as F
 
 import perfkit.kernels as K
-from triton_kernel_helpers import DTYPES, GEMM_TOL, needs_gpu, randn, ref, rel_err
+from triton_kernel_helpers import ACTS, CONV_CASES, DTYPES, GEMM_TOL, conv_inputs, needs_gpu, randn, ref, rel_err
 
 pytestmark = pytest.mark.usefixtures("ieee_fp32")
 
-ACTS = {None: lambda t: t, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
-
-# (N, C, H, W, C_out, KH, KW, stride, padding, groups). C / groups < 16 takes the flat-K path, >= 16 the
-# channels-inner path; every case runs in NCHW and in channels_last.
-CASES = {
-    "conv1-like 11x11 s4 p2": (1, 3, 31, 31, 8, 11, 11, 4, 2, 1),
-    "3x3 s1 p1 C5": (3, 5, 13, 13, 7, 3, 3, 1, 1, 1),
-    "3x3 s2 p0 g4 Cg2": (1, 8, 13, 13, 12, 3, 3, 2, 0, 4),
-    "rect 3x5 s(2,1) p(1,2)": (3, 5, 27, 13, 6, 3, 5, (2, 1), (1, 2), 1),
-    "conv2-like 5x5 p2 g2 Cg24": (3, 48, 13, 13, 32, 5, 5, 1, 2, 2),
-    "5x5 s3 p2 g2 Cg48": (1, 96, 27, 27, 16, 5, 5, 3, 2, 2),
-    "1x1 C96": (3, 96, 13, 13, 20, 1, 1, 1, 0, 1),
-    "3x3 s2 p1 g4 Cg16": (1, 64, 13, 13, 24, 3, 3, 2, 1, 4),
-    "rect 5x3 s(1,3) p(2,0) g2": (3, 32, 27, 13, 6, 5, 3, (1, 3), (2, 0), 2),
-    "3x3 s4 p1 Cg48": (1, 48, 31, 31, 16, 3, 3, 4, 1, 1),
-}
+CASES = CONV_CASES  # every case runs in NCHW and in channels_last
 
 
 def _make(case, dtype=torch.float32, device="cpu", channels_last=False, bias=True):
-    n, c, h, w, c_out, kh, kw, stride, padding, groups = case
-    x = randn(n, c, h, w, dtype=dtype, device=device, channels_last=channels_last)
-    wt = randn(c_out, c // groups, kh, kw, dtype=dtype, device=device, scale=(c // groups * kh * kw) ** -0.5)
-    b = randn(c_out, dtype=dtype, device=device) if bias else None
-    return x, wt, b, dict(stride=stride, padding=padding, groups=groups)
+    return conv_inputs(case, dtype, device, channels_last, bias)
 
 
 def _reference(x, w, b, activation=None, **conv_args):

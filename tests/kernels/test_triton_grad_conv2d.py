@@ -6,37 +6,17 @@ import torch
 import torch.nn.functional as F
 
 import perfkit.kernels as K
-from triton_kernel_helpers import DTYPES, GRAD_TOL, assert_grads_close, leaves, randn, ref_leaves
+from triton_kernel_helpers import (ACTS, CONV_CASES, DTYPES, GRAD_TOL, assert_grads_close, conv_inputs, leaves,
+                                   ref_leaves)
 
 pytestmark = pytest.mark.usefixtures("ieee_fp32")
 conv_module = importlib.import_module("perfkit.kernels.conv")
 
-ACTS = {None: lambda t: t, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
-
-# The forward tests' shapes: (N, C, H, W, C_out, KH, KW, stride, padding, groups). Batch 1 and 3, spatial sizes that
-# are no multiple of a block, 3/5/48/96 channels, groups 1/2/4, strides 1-4 (strided input gradients mask the taps
-# the stride skips), padding 0-2; C / groups < 16 takes the flat-K weight-gradient path, >= 16 the channels-inner one.
-CASES = {
-    "conv1-like 11x11 s4 p2": (1, 3, 31, 31, 8, 11, 11, 4, 2, 1),
-    "3x3 s1 p1 C5": (3, 5, 13, 13, 7, 3, 3, 1, 1, 1),
-    "3x3 s2 p0 g4 Cg2": (1, 8, 13, 13, 12, 3, 3, 2, 0, 4),
-    "rect 3x5 s(2,1) p(1,2)": (3, 5, 27, 13, 6, 3, 5, (2, 1), (1, 2), 1),
-    "conv2-like 5x5 p2 g2 Cg24": (3, 48, 13, 13, 32, 5, 5, 1, 2, 2),
-    "5x5 s3 p2 g2 Cg48": (1, 96, 27, 27, 16, 5, 5, 3, 2, 2),
-    "1x1 C96": (3, 96, 13, 13, 20, 1, 1, 1, 0, 1),
-    "3x3 s2 p1 g4 Cg16": (1, 64, 13, 13, 24, 3, 3, 2, 1, 4),
-    "rect 5x3 s(1,3) p(2,0) g2": (3, 32, 27, 13, 6, 5, 3, (1, 3), (2, 0), 2),
-    "3x3 s4 p1 Cg48": (1, 48, 31, 31, 16, 3, 3, 4, 1, 1),
-}
+CASES = CONV_CASES
 
 
 def _make(case, dtype=torch.float32, device="cpu", channels_last=False, bias=True):
-    n, c, h, w, c_out, kh, kw, stride, padding, groups = case
-    x = randn(n, c, h, w, dtype=dtype, device=device, channels_last=channels_last)
-    wt = randn(c_out, c // groups, kh, kw, dtype=dtype, device=device, scale=(c // groups * kh * kw) ** -0.5,
-               channels_last=channels_last)
-    b = randn(c_out, dtype=dtype, device=device) if bias else None
-    return x, wt, b, dict(stride=stride, padding=padding, groups=groups)
+    return conv_inputs(case, dtype, device, channels_last, bias, weight_channels_last=channels_last)
 
 
 def _check(x, w, b, args, activation=None, tol=GRAD_TOL[torch.float32], grad_format=None):

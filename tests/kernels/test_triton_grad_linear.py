@@ -6,12 +6,11 @@ import torch
 import torch.nn.functional as F
 
 import perfkit.kernels as K
-from triton_kernel_helpers import DTYPES, FP16, FP32, GRAD_TOL, assert_grads_close, leaves, randn, ref_leaves
+from triton_kernel_helpers import ACTS, DTYPES, FP16, FP32, GRAD_TOL, assert_grads_close, leaves, randn, ref_leaves
 
 pytestmark = pytest.mark.usefixtures("ieee_fp32")
 linear_module = importlib.import_module("perfkit.kernels.linear")
 
-ACTS = {None: lambda t: t, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 # The forward tests' shapes (batch, in, out): batch 1 and 3, sizes no multiple of a block, a K over several K-steps,
 # a batch over one M-tile.
 SHAPES = [(1, 7, 5), (3, 100, 37), (3, 300, 129), (67, 45, 130)]

@@ -4,11 +4,10 @@ import torch
 import torch.nn.functional as F
 
 import perfkit.kernels as K
-from triton_kernel_helpers import DTYPES, FP16, FP32, GEMM_TOL, needs_gpu, randn, ref, rel_err
+from triton_kernel_helpers import ACTS, DTYPES, FP16, FP32, GEMM_TOL, needs_gpu, randn, ref, rel_err
 
 pytestmark = pytest.mark.usefixtures("ieee_fp32")
 
-ACTS = {None: lambda t: t, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
 # (batch, in, out): batch 1 and 3, sizes that are no multiple of any block, one K spanning several K-steps, and a
 # batch over one M-tile.
