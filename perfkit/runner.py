@@ -132,6 +132,14 @@ def cpu_threads(threads: int | None):
         torch.set_num_threads(saved)
 
 
+def failure_fields(exc: BaseException) -> dict:
+    """A failed case's status and note: "oom" for CUDA out-of-memory (its first line), else "error" with the
+    exception."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return {"status": "oom", "note": f"out of memory: {str(exc).splitlines()[0]}"}
+    return {"status": "error", "note": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
 def case_row(case: Case, run_id: str, study: str, env_id: str, layer_kind: str) -> Measurement:
     """A row for `case` with its identity filled in and nothing measured yet."""
     return Measurement(
@@ -206,11 +214,15 @@ class Runner:
         return rows
 
     def _would_skip(self, case: Case) -> bool:
-        """Whether the case would only be recorded as skipped (which costs nothing, so a deadline does not stop it)."""
+        """Whether the case would only be recorded as skipped (which costs nothing, so a deadline does not stop it):
+        a pass the backend has, on a device or dtype it cannot run here. A pass it does not declare may be a study's
+        own (measure_case: the activations study's training runs), whose cost is unknown."""
         try:
-            return get_backend(case.backend).unavailable_reason(case.device, case.dtype, case.pass_name) is not None
+            backend = get_backend(case.backend)
         except ValueError:
             return False
+        return case.pass_name in backend.passes and \
+            backend.unavailable_reason(case.device, case.dtype, case.pass_name) is not None
 
     # -- one case ---------------------------------------------------------------------------------------------------
     def network(self, case: Case) -> Network:
@@ -249,11 +261,8 @@ class Runner:
         try:
             result = self.measure_hook(case, self)
         except Exception as exc:  # recorded like the runner's own failures, and the run goes on
-            oom = isinstance(exc, torch.cuda.OutOfMemoryError)
-            note = f"out of memory: {str(exc).splitlines()[0]}" if oom else f"{type(exc).__name__}: {exc}"[:2000]
             try:
-                row = replace(self.blank_row(case), status="oom" if oom else "error", note=note,
-                              started_at=started, finished_at=utc_now())
+                row = replace(self.blank_row(case), **failure_fields(exc))
             except (KeyError, ValueError) as bad:
                 row = self._bad_case_row(case, started, str(bad))
             result = CaseResult(row)
@@ -288,10 +297,8 @@ class Runner:
             with cpu_threads(case.threads), float32_precision(case.dtype):
                 row.threads = torch.get_num_threads()
                 row = self._check_and_time(case, backend, row)
-        except torch.cuda.OutOfMemoryError as exc:
-            row = replace(row, status="oom", note=f"out of memory: {str(exc).splitlines()[0]}")
         except Exception as exc:  # recorded, and the run goes on
-            row = replace(row, status="error", note=f"{type(exc).__name__}: {exc}"[:2000])
+            row = replace(row, **failure_fields(exc))
         finally:
             if case.device.startswith("cuda"):
                 torch.cuda.empty_cache()

@@ -23,20 +23,21 @@ def device() -> str:
 
 @pytest.fixture
 def open_runner(tmp_path):
-    """open_runner(config) -> a Runner measuring into a new run of a fresh store under tmp_path (closed afterwards)."""
+    """open_runner(config, args=None) -> a Runner measuring into the store tmp_path/runner.db (closed afterwards):
+    a new run, or the unfinished one with the same arguments, which it resumes."""
     from perfkit.env import collect_environment, environment_id
     from perfkit.runner import Runner
     from perfkit.store import Store
 
     stores = []
 
-    def open_(config):
-        store = Store.open(tmp_path / f"runner-{len(stores)}.db")
+    def open_(config, args=None):
+        store = Store.open(tmp_path / "runner.db")
         stores.append(store)
         env = collect_environment()
         env_id = environment_id(env)
-        store.add_environment(env, env_id, "test")
-        run_id, _ = store.start_or_resume_run("test", {}, env_id, None, "0")
+        store.add_environment(env, env_id, "test machine")
+        run_id, _ = store.start_or_resume_run("test", args or {}, env_id, None, "0")
         return Runner(store, run_id, "test", env, env_id, config, show_progress=False)
 
     yield open_

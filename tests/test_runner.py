@@ -4,32 +4,19 @@ import torch
 
 from perfkit.backends import BACKENDS, Backend
 from perfkit.cases import Case, grid
-from perfkit.env import collect_environment, environment_id
 from perfkit.model import AlexNetModule, TorchOps
-from perfkit.runner import Runner, RunnerConfig
+from perfkit.runner import RunnerConfig
 from perfkit.specs import build_network
-from perfkit.store import Store, load_measurements
+from perfkit.store import load_measurements
 from perfkit.timer import TimingPolicy
 
 FAST = RunnerConfig(timing=TimingPolicy(warmup=1, min_reps=2, min_time_s=0.0), check_batch=2)
 
 
 @pytest.fixture
-def make_runner(tmp_path):
-    stores = []
-
-    def make(config=FAST, args=None):
-        store = Store.open(tmp_path / "r.db")
-        stores.append(store)
-        env = collect_environment()
-        env_id = environment_id(env)
-        store.add_environment(env, env_id, "test machine")
-        run_id, _ = store.start_or_resume_run("test", args or {}, env_id, None, "0")
-        return Runner(store, run_id, "test", env, env_id, config, show_progress=False)
-
-    yield make
-    for store in stores:
-        store.close()
+def make_runner(open_runner):
+    """make_runner(config=FAST, args=None): a Runner on the test's store (tests/conftest.py)."""
+    return lambda config=FAST, args=None: open_runner(config, args)
 
 
 class _OffByOnePercentOps(TorchOps):
@@ -103,7 +90,7 @@ def test_thread_count_is_applied_recorded_and_restored(make_runner):
     assert torch.get_num_threads() == before
 
 
-def test_rerun_skips_cases_already_stored(make_runner, tmp_path):
+def test_rerun_skips_cases_already_stored(make_runner):
     cases = grid(layer=["relu1", "pool1", "lrn1"], batch=1)
     runner = make_runner()
     runner.run(cases[:2])
@@ -111,7 +98,7 @@ def test_rerun_skips_cases_already_stored(make_runner, tmp_path):
     assert resumed.run_id == runner.run_id
     new = resumed.run(cases)
     assert [r.layer for r in new] == ["lrn1"]
-    df = load_measurements(tmp_path / "r.db")
+    df = load_measurements(runner.store.path)
     assert sorted(df.case_key) == sorted(c.key for c in cases)
 
 
@@ -182,3 +169,30 @@ def test_reduced_precision_training_is_judged_against_stock_pytorch(make_runner,
     assert off.status == ("ok" if off.error_rel <= off.error_tolerance else "incorrect")
     # a non-finite result never passes
     assert by[("relu3", "nan")].status == "incorrect"
+
+
+def test_past_its_deadline_a_run_only_records_skips_and_leaves_the_rest(make_runner):
+    import time
+    from dataclasses import replace
+
+    from perfkit.runner import CaseResult
+
+    calls = []
+
+    def hook(case, runner):  # a study's own measurement of its training runs; the rest go to the runner
+        if case.pass_name != "training":
+            return None
+        calls.append(case.key)
+        return CaseResult(replace(runner.blank_row(case), status="ok"))
+
+    runner = make_runner(replace(FAST, deadline=time.monotonic() - 1))
+    runner.measure_hook = hook
+    gpu = Case(layer="relu1", device="cuda:0", batch=1)
+    cases = [Case(layer="relu1", batch=1), gpu, Case(layer="network", pass_name="training", batch=1)]
+    rows = runner.run(cases)
+    if torch.cuda.is_available():
+        assert rows == []
+    else:  # the GPU case is only a skip: recorded with its reason even after the deadline
+        assert [(r.case_key, r.status) for r in rows] == [(gpu.key, "skipped")]
+    assert calls == []  # the study's own case (a pass the backend does not declare) was not started either
+    assert runner.cases_not_run == len(cases) - len(rows)
