@@ -55,6 +55,13 @@ def select_configs(gpu_configs: list[triton.Config], interpreter_config: triton.
     return [interpreter_config] if is_interpreting() else gpu_configs
 
 
+def gemm_config(bm: int, bn: int, bk: int, warps: int, stages: int, group_m: int = 8) -> triton.Config:
+    """One autotune config of the GEMM kernels (linear, conv2d and its input gradient): tile sizes, the grouped tile
+    ordering's GROUP_M (see `grouped_tile`), warps and pipeline stages."""
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m}, num_warps=warps,
+                         num_stages=stages)
+
+
 def tuned(configs: list[triton.Config], key: list[str], prune=None, interpreter_blocks: dict | None = None):
     """Decorator for a tiled kernel: ``triton.autotune`` over ``configs`` on a GPU. Under the interpreter, where
     autotuning cannot benchmark, ``triton.heuristics`` with ``interpreter_blocks`` ({meta-parameter: fn(args)}) instead:

@@ -51,17 +51,13 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import activation_grad, apply_activation, grouped_tile
+from ._common import activation_grad, apply_activation, gemm_config, grouped_tile
 
 
 def conv_configs() -> list[triton.Config]:
     """Autotune sweep for the implicit-GEMM convolution (H100-class GPUs), or the one interpreter config."""
 
-    def cfg(bm, bn, bk, warps, stages, group_m=8):
-        return triton.Config(
-            {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m}, num_warps=warps, num_stages=stages
-        )
-
+    cfg = gemm_config
     gpu = [
         cfg(128, 128, 64, 8, 3),
         cfg(128, 128, 32, 4, 4),
@@ -194,11 +190,7 @@ def _conv2d_kernel(
 def dgrad_configs() -> list[triton.Config]:
     """Autotune sweep for the input-gradient GEMM (input pixels x input channels, K over taps and output channels)."""
 
-    def cfg(bm, bn, bk, warps, stages, group_m=8):
-        return triton.Config(
-            {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m}, num_warps=warps, num_stages=stages
-        )
-
+    cfg = gemm_config
     gpu = [
         cfg(128, 128, 64, 8, 3),
         cfg(128, 128, 32, 4, 4),

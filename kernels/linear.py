@@ -31,17 +31,13 @@ import triton
 import triton.language as tl
 
 from . import _common
-from ._common import activation_grad, apply_activation, dropout_keep, grouped_tile
+from ._common import activation_grad, apply_activation, dropout_keep, gemm_config, grouped_tile
 
 
 def gemm_configs() -> list[triton.Config]:
     """Autotune sweep for the linear kernel (H100-class GPUs), or the one interpreter config."""
 
-    def cfg(bm, bn, bk, warps, stages, group_m=8):
-        return triton.Config(
-            {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m}, num_warps=warps, num_stages=stages
-        )
-
+    cfg = gemm_config
     gpu = [
         # large-batch tiles (KernelBench's batch 1024): wgmma-sized, deep pipelines
         cfg(128, 256, 64, 8, 3),
@@ -140,11 +136,7 @@ def _linear_kernel(
 def splitk_configs() -> list[triton.Config]:
     """Autotune sweep for the split-K partial GEMM: full-size tiles, since the split already provides the programs."""
 
-    def cfg(bm, bn, bk, warps, stages, group_m=8):
-        return triton.Config(
-            {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m}, num_warps=warps, num_stages=stages
-        )
-
+    cfg = gemm_config
     gpu = [
         cfg(128, 128, 64, 8, 4),
         cfg(128, 128, 64, 4, 4),
