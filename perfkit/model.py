@@ -8,7 +8,7 @@ A backend whose ops can fuse (`ops.fuses`) gets its layers grouped into stages: 
 (+ dropout), LRN + max-pool. Otherwise each layer is its own stage.
 
 Dropout and correctness: two backends draw different dropout masks, so their outputs cannot be compared directly. With
-`capture_dropout_masks` set, each dropout stage records which elements it kept (`output != 0`: where the input is 0
+`capture_for_reference` set, each dropout stage records which elements it kept (`output != 0`: where the input is 0
 the mask does not matter); the reference then replays those masks (`replay_dropout_masks`) instead of drawing its own.
 
 Choices and correctness: two ops decide by comparing values, and where the values are within rounding of each other
@@ -16,7 +16,7 @@ the float64 reference can decide the other way, sending the gradient elsewhere w
 two values of a window nearly tie, the reference can pick the other one (one such near-tie in a network's backward
 moved conv1's weight gradient by about 1e-3 relative, over the float32 tolerance). ReLU: a pre-activation within
 rounding of zero can be positive in one dtype and not in the other, so the gradient passes in one only (seen in
-alexnet2012-pool2x2's backward at batch 4: 1.3e-3 in conv3's gradients). With `capture_dropout_masks` set, a module
+alexnet2012-pool2x2's backward at batch 4: 1.3e-3 in conv3's gradients). With `capture_for_reference` set, a module
 also records its choices (`captured_choices`, by layer name): for each max-pool stage of its own (not fused), which
 input position each output took (torch's argmax over the backend's own input, in its own dtype); for each ReLU, fused
 or not, where its output is positive. The reference replays them (`replay_choices`): it gathers its float64 values at
@@ -147,7 +147,7 @@ class AlexNetModule(nn.Module):
         if channels_last:
             self.to(memory_format=torch.channels_last)
         self.stages = plan_stages(self.specs, getattr(ops, "fuses", False))
-        self.capture_dropout_masks = False  # also captures max-pool and ReLU choices (see the module docstring)
+        self.capture_for_reference = False  # dropout masks and max-pool and ReLU choices (module docstring)
         self.captured_dropout_masks: dict[str, torch.Tensor] = {}
         self.replay_dropout_masks: dict[str, torch.Tensor] | None = None
         self.captured_choices: dict[str, torch.Tensor] = {}
@@ -205,7 +205,7 @@ class AlexNetModule(nn.Module):
             if self._replaying_choice(head):
                 return gather_pooled(x, self.replay_choices[head.name].to(x.device))
             y = ops.max_pool2d(x, head.kernel_size, head.stride, head.padding)
-            if self.capture_dropout_masks:
+            if self.capture_for_reference:
                 self.captured_choices[head.name] = pool_indices(x, head).cpu()
             return y
         if isinstance(head, Dropout):
@@ -221,7 +221,7 @@ class AlexNetModule(nn.Module):
 
     def _relu_chosen(self, spec: Activation, y):
         """Record where a ReLU's output is positive (see the module docstring); other activations decide nothing."""
-        if self.capture_dropout_masks and spec.function == "relu":
+        if self.capture_for_reference and spec.function == "relu":
             self.captured_choices[spec.name] = (y > 0).detach().cpu()
         return y
 
@@ -240,7 +240,7 @@ class AlexNetModule(nn.Module):
         return self._captured(spec, self.ops.dropout(x, spec.p, True))
 
     def _captured(self, spec: Dropout, y):
-        if self.capture_dropout_masks:
+        if self.capture_for_reference:
             self.captured_dropout_masks[spec.name] = (y != 0).detach().cpu()
         return y
 

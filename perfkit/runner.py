@@ -323,10 +323,10 @@ class Runner:
         def check_once() -> Checked:
             check_batch = min(case.batch, self.config.check_batch)
             inputs = make_inputs(layers, check_batch, self._input_seed(case, "check"))
-            module.capture_dropout_masks = True
+            module.capture_for_reference = True
             got = Workload(module, case.pass_name, inputs, case.device, dtype, backend.make_optimizer,
                            autocast).run_once()
-            module.capture_dropout_masks = False
+            module.capture_for_reference = False
             masks = dict(module.captured_dropout_masks)
             choices = dict(module.captured_choices)
             module.captured_dropout_masks.clear()

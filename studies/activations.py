@@ -196,7 +196,7 @@ def check_train_step(backend, network, params, device: str, dtype: torch.dtype, 
     layers = network.layers
     inputs = make_inputs(layers, CHECK_BATCH, seed)
     module = backend.build(layers, params, device, dtype)
-    module.capture_dropout_masks = True  # and the max-pool and ReLU choices the reference replays
+    module.capture_for_reference = True  # and the max-pool and ReLU choices the reference replays
     got = Workload(module, "train_step", inputs, device, dtype, backend.make_optimizer).run_once()
     want = reference_results(layers, "train_step", params, inputs, {}, get_backend("torch").make_optimizer,
                              dict(module.captured_choices))

@@ -31,7 +31,7 @@ def test_gathering_at_the_chosen_positions_is_max_pooling_forward_and_backward()
 def test_modules_capture_pool_choices_beside_dropout_masks():
     network = build_network("alexnet2012")
     module = AlexNetModule(network.body, TorchOps, parameters=init_parameters(network))
-    module.capture_dropout_masks = True
+    module.capture_for_reference = True
     module(torch.randn(1, 3, 224, 224))
     assert set(module.captured_dropout_masks) == {"drop6", "drop7"}
     assert {"pool1", "pool2", "pool5"} <= set(module.captured_choices)
@@ -44,7 +44,7 @@ def test_a_near_tie_no_longer_fails_torch_against_itself():
     torch_backend = get_backend("torch")
     inputs = make_inputs(network.layers, 4, seed=2)
     module = torch_backend.build(network.layers, params, "cpu", torch.float32)
-    module.capture_dropout_masks = True
+    module.capture_for_reference = True
     got = Workload(module, "backward", inputs, "cpu", torch.float32, torch_backend.make_optimizer).run_once()
     pools = module.captured_choices
     replayed, _ = check(got, reference_results(network.layers, "backward", params, inputs, {}, None, pools))
@@ -57,7 +57,7 @@ def _backward_error(network, params, batch, seed, replay: bool):
     torch_backend = get_backend("torch")
     inputs = make_inputs(network.layers, batch, seed)
     module = torch_backend.build(network.layers, params, "cpu", torch.float32)
-    module.capture_dropout_masks = True
+    module.capture_for_reference = True
     got = Workload(module, "backward", inputs, "cpu", torch.float32, torch_backend.make_optimizer).run_once()
     choices = module.captured_choices if replay else {}
     return check(got, reference_results(network.layers, "backward", params, inputs,
@@ -68,7 +68,7 @@ def test_relu_choices_are_captured_fused_or_not():
     network = build_network("alexnet2012")
     params = init_parameters(network)
     plain = AlexNetModule(network.body, TorchOps, parameters=params)
-    plain.capture_dropout_masks = True
+    plain.capture_for_reference = True
     x = torch.randn(1, 3, 224, 224)
     y = plain(x)
     relus = {s.name for s in network.layers if s.kind == "activation"}

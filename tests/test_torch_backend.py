@@ -118,7 +118,7 @@ def test_dropout_masks_captured_then_replayed_give_identical_outputs():
     layers = tuple(s for s in network.body if s.name in ("fc6", "relu6", "drop6", "fc7", "relu7", "drop7", "fc8"))
     params = init_parameters(network)
     module = AlexNetModule(layers, TorchOps, parameters=params)
-    module.capture_dropout_masks = True
+    module.capture_for_reference = True
     x = torch.randn(3, 256, 6, 6)
     out = module(x)
     masks = dict(module.captured_dropout_masks)

@@ -20,7 +20,7 @@ def test_whole_network_forward_matches_torch_in_float32(variant, device):
     network = build_network(variant)
     params = init_parameters(network, seed=1)
     module = get_backend("triton").build(network.body, params, device, torch.float32)
-    module.capture_dropout_masks = True  # dropout stays active; the reference replays the kernels' masks
+    module.capture_for_reference = True  # dropout stays active; the reference replays the kernels' masks
     inputs = make_inputs(network.body, 1, seed=2)
     got = Workload(module, "forward", inputs, device, torch.float32).run_once()
     want = reference_results(network.body, "forward", params, inputs, module.captured_dropout_masks, None)
@@ -57,7 +57,7 @@ def _against_reference(layers, pass_name, device, batch, params):
     """One prepare + run of `pass_name` on the triton backend, and the float64 reference with its dropout masks."""
     backend = get_backend("triton")
     module = backend.build(layers, params, device, torch.float32)
-    module.capture_dropout_masks = True
+    module.capture_for_reference = True
     inputs = make_inputs(layers, batch, seed=2)
     workload = Workload(module, pass_name, inputs, device, torch.float32, backend.make_optimizer)
     got = workload.run_once()

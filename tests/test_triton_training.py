@@ -69,7 +69,7 @@ def train_side_by_side(network, batches, device, dtype=torch.float32, reference_
     ]
     optimizers = [backend.make_optimizer(list(module.parameters())) for module, backend, _, _ in runs]
     triton_module = runs[0][0]
-    triton_module.capture_dropout_masks = True
+    triton_module.capture_for_reference = True
     losses = [[], [], []]
     for x, y in batches:
         for i, ((module, _, dev, dt), optimizer) in enumerate(zip(runs, optimizers)):

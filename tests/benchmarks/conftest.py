@@ -301,9 +301,9 @@ def _prepare(settings, backend, layer, pass_name, shared, calibration) -> Prepar
 
     # Correct before fast: the same check as perfkit.runner, on fresh random inputs.
     check_inputs = make_inputs(layers, settings.check_batch, _seed("check", layer, pass_name, settings.check_batch))
-    module.capture_dropout_masks = True
+    module.capture_for_reference = True
     got = Workload(module, pass_name, check_inputs, device, dtype, backend.make_optimizer).run_once()
-    module.capture_dropout_masks = False
+    module.capture_for_reference = False
     masks = dict(module.captured_dropout_masks)
     module.captured_dropout_masks.clear()
     want = shared.reference_for((layer, pass_name, settings.check_batch), layers, pass_name, check_inputs, masks,
