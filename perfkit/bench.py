@@ -136,9 +136,10 @@ def write_reference(suite: Path, sha: str, subject: str) -> Path:
     return path
 
 
-def describe_commit(root: Path, sha: str) -> str:
-    done = _git(root, "log", "-1", "--format=%h %s", sha)
-    return done.stdout.strip() or sha[:12]
+def describe_commit(root: Path, sha: str, width: int = 72) -> str:
+    """"<short id> <subject>", the subject cut to fit `width`."""
+    text = _git(root, "log", "-1", "--format=%h %s", sha).stdout.strip() or sha[:12]
+    return text if len(text) <= width else text[:width - 3].rstrip() + "..."
 
 
 def working_tree_state(root: Path) -> tuple[str | None, bool]:
