@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from perfkit.bench import AB_REPORT
 from perfkit.records import MEASUREMENT_FIELDS
 from perfkit.store import (load_device_peaks, load_environments, load_measurements, load_power_samples, load_runs,
                            load_summaries)
@@ -82,6 +83,7 @@ class ReportData:
     device_peaks: pd.DataFrame
     benchmarks: list[BenchmarkRun]
     notes: list[str] = field(default_factory=list)  # what could not be read, said in the report
+    ab_check: dict | None = None  # the last `perfkit bench check` verdict (benchmarks_dir/ab-check.json), if any
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -124,7 +126,8 @@ def load(store_paths: Sequence[str | os.PathLike], benchmarks_dir: str | os.Path
     power = load_power_samples(*paths) if paths else pd.DataFrame()
     peaks = load_device_peaks(*paths) if paths else pd.DataFrame()
     benchmarks = load_benchmarks(benchmarks_dir, notes) if benchmarks_dir else []
-    return ReportData(paths, measurements, runs, summaries, environments, power, peaks, benchmarks, notes)
+    ab_check = load_ab_check(benchmarks_dir, notes) if benchmarks_dir else None
+    return ReportData(paths, measurements, runs, summaries, environments, power, peaks, benchmarks, notes, ab_check)
 
 
 def machine_short_names(environments: Iterable[Environment]) -> dict[str, str]:
@@ -153,6 +156,23 @@ def _with_order(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- pytest-benchmark ---------------------------------------------------------------------------------------------------
+def load_ab_check(folder: str | os.PathLike, notes: list[str] | None = None) -> dict | None:
+    """The last A/B verdict `perfkit bench check` wrote into the history folder (see perfkit.benchgate.ab_summary), or
+    None when there is none; an unreadable one is skipped with a note."""
+    path = Path(folder) / AB_REPORT
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        (notes if notes is not None else []).append(f"{path}: not readable as JSON ({type(exc).__name__}); skipped.")
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("cases"), list):
+        (notes if notes is not None else []).append(f"{path}: no A/B cases in it; skipped.")
+        return None
+    return doc
+
+
 def load_benchmarks(folder: str | os.PathLike, notes: list[str] | None = None) -> list[BenchmarkRun]:
     """Every pytest-benchmark JSON file under `folder` (pytest-benchmark's storage layout: `<machine>/NNNN_*.json`),
     oldest first. Files that are not pytest-benchmark output are skipped with a note."""
@@ -163,6 +183,8 @@ def load_benchmarks(folder: str | os.PathLike, notes: list[str] | None = None) -
         return []
     runs = []
     for path in sorted(folder.rglob("*.json")):
+        if path == folder / AB_REPORT:
+            continue  # the A/B gate's verdict, not a run: load_ab_check
         try:
             doc = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

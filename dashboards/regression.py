@@ -38,16 +38,21 @@ def frame(runs) -> pd.DataFrame:
 
 
 def build(data) -> Section | None:
-    if not data.benchmarks:
-        return None
     df = frame(data.benchmarks)
-    if df.empty:
+    if df.empty and not data.ab_check:
         return None
-    section = Section("regression", "Regression suite history",
-                      f"{len(data.benchmarks)} saved pytest-benchmark run(s). Each benchmark's median time relative "
-                      "to its first saved run on the same machine (1.0 = unchanged; above 1 slower), then the latest "
-                      "run's medians. Raw seconds from different days on a shared machine are noisy: the suite's "
-                      "gate decides on its own normalised comparison, this is the history to look at.")
+    section = Section("regression", "Regression suite",
+                      "The gate's last verdict, when the history folder has one: each benchmark's time on the working "
+                      "tree over the reference commit's, both measured side by side on one machine (`perfkit bench "
+                      "check`). Then the saved history: "
+                      f"{len(data.benchmarks)} saved pytest-benchmark run(s), each benchmark's median time relative "
+                      "to its first saved run on the same machine (1.0 = unchanged; above 1 slower), and the latest "
+                      "run's medians. Raw seconds from different days on a shared machine are noisy, so the history "
+                      "decides nothing; the side-by-side check does.")
+    if data.ab_check:
+        section.blocks.append(_ab_check(data, data.ab_check))
+    if df.empty:
+        return section
     for i, (machine, part) in enumerate(df.groupby("machine", sort=False)):
         section.blocks.append(_history(data, machine, part, i))
         section.blocks.append(_latest(data, machine, part))
@@ -117,6 +122,47 @@ def _latest(data, machine: str, part: pd.DataFrame):
     return finish(fig, f"regression-latest-{machine}", f"Latest saved run: {last_file}", data, None,
                   height=max(300, 140 + 22 * len(last)), provenance_text=_provenance(last),
                   caption="Bars coloured by the benchmark's backend (extra_info) when it says one.")
+
+
+AB_COLORS = {"ok": "#4c78a8", "regressed": "#d62728", "faster": "#2ca02c"}
+
+
+def _ab_check(data, ab: dict):
+    """The A/B verdict: per gated benchmark its ratio (median over the pairs), the range over the pairs as whiskers,
+    and its limit as a tick; coloured by verdict."""
+    cases = sorted((c for c in ab["cases"] if c.get("ratio") is not None), key=lambda c: c["ratio"])
+    fig = figure()
+    for verdict, color in AB_COLORS.items():
+        part = [c for c in cases if c["verdict"] == verdict]
+        if not part:
+            continue
+        names = [c["name"].split("::")[-1] for c in part]
+        hover = [f"<b>{esc(n)}</b><br>A / B <b>{c['ratio']:.3f}</b> (pairs {c['ratio_low']:.3f} to "
+                 f"{c['ratio_high']:.3f})<br>A {c['a_s'] * 1e3:.4g} ms, B {c['b_s'] * 1e3:.4g} ms per call"
+                 f"<br>A/A noise {c['aa_noise']:.1%}, limit {1 + c['limit']:.2f}x<br>attempts "
+                 + ", ".join(f"{x:.2f}x" for x in c["attempts"]) + f"<br>{esc(verdict)}" for n, c in zip(names, part)]
+        fig.add_trace(go.Scatter(
+            x=[c["ratio"] for c in part], y=names, mode="markers", name=verdict, marker=dict(color=color, size=8),
+            error_x=dict(type="data", symmetric=False, array=[c["ratio_high"] - c["ratio"] for c in part],
+                         arrayminus=[c["ratio"] - c["ratio_low"] for c in part], thickness=1.1, width=3),
+            hovertext=hover, hovertemplate="%{hovertext}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[1 + c["limit"] for c in cases], y=[c["name"].split("::")[-1] for c in cases],
+                             mode="markers", name="limit", marker=dict(symbol="line-ns-open", size=12, color="#444"),
+                             hoverinfo="skip"))
+    fig.add_vline(x=1.0, line=dict(color="#444", width=1, dash="dot"))
+    fig.update_xaxes(type="log", title_text="working tree / reference, per call (log scale); whiskers: range over "
+                                            "the pairs; ticks: each benchmark's limit")
+    fig.update_yaxes(categoryorder="array", categoryarray=[c["name"].split("::")[-1] for c in cases])
+    verdict = "PASSED" if ab.get("passed") else "FAILED"
+    untimed = [c for c in ab["cases"] if c.get("ratio") is None]
+    caption = (f"{verdict}. A = {esc(ab.get('side_a', '?'))}; B = {esc(ab.get('side_b', '?'))}. "
+               f"{ab.get('pairs')} interleaved pairs of rounds; geometric mean ratio "
+               + (f"{ab['geomean_ratio']:.3f}" if ab.get("geomean_ratio") else "-") + "."
+               + (f" Not gated: " + "; ".join(f"{esc(c['name'].split('::')[-1])} ({esc(c['verdict'])}: "
+                                              f"{esc(c.get('reason') or '')})" for c in untimed) if untimed else ""))
+    return finish(fig, "regression-ab-check", "The last A/B check: working tree against the reference", data, None,
+                  height=max(300, 140 + 20 * len(cases)), provenance_text=f"perfkit bench check, reference "
+                  f"{short_commit(ab.get('reference'))}", caption=caption)
 
 
 def _runs_table(runs) -> TableBlock:

@@ -149,6 +149,13 @@ def working_tree_state(root: Path) -> tuple[str | None, bool]:
     return head, dirty
 
 
+def same_code(root: Path, sha: str) -> bool:
+    """Whether the working tree's tracked files are the reference's, the file recording the reference aside: then
+    the check is an A/A run."""
+    record = f"tests/benchmarks/{REFERENCE_FILE}"
+    return _git(root, "diff", "--quiet", sha, "--", ".", f":(exclude){record}").returncode == 0
+
+
 @contextmanager
 def reference_worktree(root: Path, sha: str):
     """The reference commit checked out into a temporary git worktree (removed again on the way out)."""
@@ -304,14 +311,14 @@ def ab_check(args) -> int:
         print(f"perfkit bench check: {INJECT_ENV}={os.environ[INJECT_ENV]} reaches side A only; its rounds are not "
               "saved to the history", file=sys.stderr)
     save = not args.no_save and not os.environ.get(INJECT_ENV)
-    aa = a.commit == sha
+    aa = same_code(root, sha)
     began = time.monotonic()
     with reference_worktree(root, sha) as ref_root, tempfile.TemporaryDirectory(prefix="perfkit-bench-") as tmp:
         b = Side("B", ref_root, f"reference {describe_commit(root, sha)}, {how}", sha, inject=False)
         if not (b.suite / "conftest.py").is_file():
             raise BenchError(f"the reference {sha[:12]} has no benchmark suite (tests/benchmarks/conftest.py)")
         print(f"perfkit bench check: A = {a.description}\nperfkit bench check: B = {b.description}"
-              + ("\nperfkit bench check: nothing changed since the reference: this is an A/A run" if aa else ""),
+              + ("\nperfkit bench check: the code is the reference's: this is an A/A run" if aa else ""),
               file=sys.stderr, flush=True)
         a_rounds, b_rounds = interleaved_rounds(args, a, b, pairs=args.pairs, save_first=save, log_dir=Path(tmp),
                                                 title="check")
@@ -339,12 +346,14 @@ def ab_check(args) -> int:
     print(f"\nperfkit bench check: the working tree (A) against {sha[:12]} (B), side by side on this machine:")
     print(benchgate.format_ab_report(result, side_a=a.description, side_b=b.description))
     print(_history_note(args, suite, a_rounds[0]))
+    summary = benchgate.ab_summary(result) | {"side_a": a.description, "side_b": b.description, "reference": sha,
+                                               "aa": aa, "failures": failures, "inject": os.environ.get(INJECT_ENV)}
     if save:
         storage = Path(args.storage) if args.storage else default_storage(suite)
         storage.mkdir(parents=True, exist_ok=True)
-        summary = benchgate.ab_summary(result) | {"side_a": a.description, "side_b": b.description,
-                                                   "reference": sha, "aa": aa, "failures": failures}
         (storage / AB_REPORT).write_text(json.dumps(summary, indent=1) + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
     if a.failures:
         print("perfkit bench check: the working tree's suite itself failed; see above", file=sys.stderr)
         return 1
@@ -487,7 +496,8 @@ def add_arguments(parser: argparse.ArgumentParser, parser_class=argparse.Argumen
         p.add_argument("--storage", default=None, metavar="DIR",
                        help="history folder (default: .benchmarks/ at the checkout's root, where the dashboard reads)")
         p.add_argument("--no-save", action="store_true", help="do not save this run to the history")
-        p.add_argument("--json", default=None, metavar="PATH", help="also write the run's JSON here")
+        p.add_argument("--json", default=None, metavar="PATH",
+                       help="also write the run's JSON here (check: the A/B verdict with every round's times)")
 
     p = sub.add_parser("run", help="run the suite and save it to the history")
     common(p)

@@ -304,9 +304,14 @@ def format_report(result: GateResult, *, show: int = 12) -> str:
 
 
 # -- the A/B gate: the working tree against a reference commit, in interleaved rounds on this machine -----------------
-#: A case's limit: max(AB_FLOOR, AB_NOISE_MULTIPLE * its A/A noise in the same run), capped at AB_CEILING.
+#: A case's limit: max(AB_FLOOR, AB_NOISE_MULTIPLE * its A/A noise in the same run), capped at AB_CEILING. The noise
+#: is the range (max / min - 1) of the noisier side's rounds, which is already about twice the spread of the median
+#: over the pairs that is gated (three rounds of a side span about 1.7 standard deviations of one round, the median of
+#: three pair ratios about 0.95): a multiple of 1 puts the limit at about two standard deviations of the statistic,
+#: and the confirmation reruns, on which a real regression stays over its limit and noise does not, keep one unlucky
+#: attempt from failing the check.
 AB_FLOOR = 0.15
-AB_NOISE_MULTIPLE = 2.0
+AB_NOISE_MULTIPLE = 1.0
 AB_CEILING = 1.0
 #: What must match for the two sides to time the same work; a case whose values differ is "changed", not gated.
 SIGNATURE_KEYS = ("device", "backend", "variant", "layer", "pass", "dtype", "batch", "threads", "calls_per_round")
@@ -349,6 +354,8 @@ class ABCase:
     limit: float | None = None
     attempts: list[float] = field(default_factory=list)  # each attempt's median ratio (confirmation reruns append)
     reason: str = ""  # why a case is not gated
+    a_rounds_s: list[float] = field(default_factory=list)  # each round's time, in pair order (all attempts)
+    b_rounds_s: list[float] = field(default_factory=list)
 
     @property
     def short(self) -> str:
@@ -423,7 +430,8 @@ def ab_compare(a_rounds: list[dict], b_rounds: list[dict]) -> ABResult:
         limit = ab_limit(noise)
         ratio = statistics.median(ratios)
         cases.append(ABCase(name, _verdict(ratio, limit), statistics.median(a[name]), statistics.median(b[name]),
-                            ratio, min(ratios), max(ratios), noise, limit, [ratio]))
+                            ratio, min(ratios), max(ratios), noise, limit, [ratio],
+                            a_rounds_s=list(a[name]), b_rounds_s=list(b[name])))
     for name in b:
         if name not in a:
             cases.append(ABCase(name, "missing", b_s=statistics.median(b[name]),
@@ -446,6 +454,8 @@ def ab_confirm(result: ABResult, a_rounds: list[dict], b_rounds: list[dict]) -> 
         ratios = _pair_ratios(a[case.name], b[case.name])
         ratio = statistics.median(ratios)
         case.attempts.append(ratio)
+        case.a_rounds_s += a[case.name]
+        case.b_rounds_s += b[case.name]
         if ratio <= 1 + case.limit:
             case.verdict = _verdict(ratio, case.limit)
             case.ratio, case.ratio_low, case.ratio_high = ratio, min(ratios), max(ratios)
@@ -461,14 +471,15 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1e3:.3f}"
 
 
-def format_ab_report(result: ABResult, *, side_a: str = "A", side_b: str = "B", show: int = 15) -> str:
-    """The A/B gate's verdict: each gated case with its ratio, its range over the pairs, its A/A noise and limit."""
+def format_ab_report(result: ABResult, *, side_a: str = "A", side_b: str = "B", show: int | None = None) -> str:
+    """The A/B gate's verdict: each gated case (the `show` worst, all by default) with its ratio, its range over the
+    pairs, its A/A noise and its limit."""
     lines = [f"A = {side_a}", f"B = {side_b}",
              f"{result.pairs} interleaved pair(s) of rounds; ratio = median over the pairs of A / B per call "
              "(process CPU time on the CPU), range = its lowest and highest pair"]
     gated = sorted(result.gated, key=lambda c: -c.ratio)
     shown = [c for c in gated if c.verdict == "regressed"] + [c for c in gated if c.verdict != "regressed"]
-    shown = shown[:max(show, len(result.regressed))]
+    shown = shown[:max(show, len(result.regressed))] if show is not None else shown
     width = max([len(c.short) for c in shown] + [9])
     lines.append(f"{'benchmark':<{width}}  {'A ms':>9}  {'B ms':>9}  {'ratio':>5}  {'range':<11}  {'A/A':>5}  "
                  f"{'limit':>5}  {'attempts':<16} verdict")
@@ -508,7 +519,8 @@ def ab_summary(result: ABResult) -> dict:
             "floor": AB_FLOOR, "noise_multiple": AB_NOISE_MULTIPLE, "notes": result.notes,
             "cases": [{"name": c.name, "verdict": c.verdict, "a_s": c.a_s, "b_s": c.b_s, "ratio": c.ratio,
                        "ratio_low": c.ratio_low, "ratio_high": c.ratio_high, "aa_noise": c.noise, "limit": c.limit,
-                       "attempts": c.attempts, "reason": c.reason or None} for c in result.cases]}
+                       "attempts": c.attempts, "reason": c.reason or None, "a_rounds_s": c.a_rounds_s,
+                       "b_rounds_s": c.b_rounds_s} for c in result.cases]}
 
 
 def load(path) -> dict:

@@ -122,3 +122,21 @@ def test_history_baseline_gates_its_own_machine_model_only(repo):
                     "--from-json", str(sorted(history.glob("*/*.json"))[-1]))
     assert foreign.returncode == 2 and "NOT GATED" in foreign.stdout, foreign.stdout + foreign.stderr
     assert "another machine model" in foreign.stderr
+
+
+def test_a_a_means_the_same_tracked_code_whatever_the_reference_record_says(tmp_path):
+    from perfkit.bench import REFERENCE_FILE, same_code
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    (tmp_path / "tests/benchmarks").mkdir(parents=True)
+    (tmp_path / "kernel.py").write_text("x = 1\n")
+    (tmp_path / "tests/benchmarks" / REFERENCE_FILE).write_text("0" * 40 + "\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@perfkit.invalid", "commit", "-q", "-m", "reference")
+    head = git(tmp_path, "rev-parse", "HEAD")
+    (tmp_path / "tests/benchmarks" / REFERENCE_FILE).write_text(head + "\n")
+    assert same_code(tmp_path, head)
+    (tmp_path / "kernel.py").write_text("x = 2\n")
+    assert not same_code(tmp_path, head)

@@ -230,3 +230,30 @@ def test_a_failing_section_does_not_cost_the_report(monkeypatch, cpu_store):
     ids = section_ids(report)
     assert "failed-layers" in ids and "overview" in ids and "train-time" in ids
     assert "KeyError" in report.to_html()
+
+
+def test_regression_section_plots_the_last_ab_check(tmp_path, cpu_store):
+    """`perfkit bench check` leaves its verdict in the history folder; the section draws each gated benchmark's ratio
+    with its range and limit, coloured by verdict, and lists what was not gated. The file is no pytest-benchmark run."""
+    import json
+
+    from perfkit import benchgate
+    from perfkit.dashboards import build
+
+    def rounds(times):
+        return [{"benchmarks": [{"fullname": f"t.py::test[{k}]", "stats": {"min": v}, "extra_info": {"batch": 10}}
+                                for k, v in times.items()]} for _ in range(2)]
+
+    base = {"conv2": 0.04, "fc6": 0.02, "relu3": 1e-4}
+    result = benchgate.ab_compare(rounds(dict(base, conv2=0.052, pool9=0.01)), rounds(base))
+    (tmp_path / "ab-check.json").write_text(json.dumps(
+        benchgate.ab_summary(result) | {"side_a": "working tree", "side_b": "reference 1234567", "reference": "1" * 40}))
+    report = build([cpu_store], benchmarks_dir=tmp_path)
+    section = next(s for s in report.sections if s.id == "regression")
+    figure = next(f for f in section.figures if f.name == "regression-ab-check")
+    traces = {t.name: t for t in figure.fig.data}
+    assert list(traces["regressed"].y) == ["test[conv2]"] and traces["regressed"].x[0] == pytest.approx(1.3)
+    assert sorted(traces["ok"].y) == ["test[fc6]", "test[relu3]"] and len(traces["limit"].x) == 3
+    assert figure.caption.startswith("FAILED") and "test[pool9] (new" in figure.caption
+    assert report.data.ab_check["reference"] == "1" * 40
+    assert not any("ab-check.json" in note for note in report.data.notes)
