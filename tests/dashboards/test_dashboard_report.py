@@ -232,7 +232,7 @@ def test_a_failing_section_does_not_cost_the_report(monkeypatch, cpu_store):
     assert "KeyError" in report.to_html()
 
 
-def test_regression_section_plots_the_last_ab_check(tmp_path, cpu_store):
+def test_regression_section_plots_the_last_ab_check(tmp_path, gpu_store):
     """`perfkit bench check` leaves its verdict in the history folder; the section draws each gated benchmark's ratio
     with its range and limit, coloured by verdict, and lists what was not gated. The file is no pytest-benchmark run."""
     import json
@@ -248,7 +248,7 @@ def test_regression_section_plots_the_last_ab_check(tmp_path, cpu_store):
     result = benchgate.ab_compare(rounds(dict(base, conv2=0.052, pool9=0.01)), rounds(base))
     (tmp_path / "ab-check.json").write_text(json.dumps(
         benchgate.ab_summary(result) | {"side_a": "working tree", "side_b": "reference 1234567", "reference": "1" * 40}))
-    report = build([cpu_store], benchmarks_dir=tmp_path)
+    report = build([gpu_store], benchmarks_dir=tmp_path)
     section = next(s for s in report.sections if s.id == "regression")
     figure = next(f for f in section.figures if f.name == "regression-ab-check")
     traces = {t.name: t for t in figure.fig.data}
