@@ -16,7 +16,7 @@ Per case (`ab_compare`):
   call: the suite may make several calls per round for a case too short to time alone (`calls_per_round`);
 - the statistic is the median over the pairs of the ratio A / B, reported with its range over the pairs;
 - its limit is `AB_FLOOR` (15%) unless the case's A/A noise measured in the same run says more: the noise is the
-  largest max/min - 1 of either side's own rounds (the same code timed several times), and the limit is
+  max/min - 1 of the quieter side's own rounds (the same code timed several times), and the limit is
   `AB_NOISE_MULTIPLE` times it, capped at `AB_CEILING`;
 - over its limit the case is a suspect; `perfkit bench check` reruns the suspects, both sides interleaved again, and
   a case fails only if it stays over its limit on every attempt;
@@ -305,27 +305,33 @@ def format_report(result: GateResult, *, show: int = 12) -> str:
 
 # -- the A/B gate: the working tree against a reference commit, in interleaved rounds on this machine -----------------
 #: A case's limit: max(AB_FLOOR, AB_NOISE_MULTIPLE * its A/A noise in the same run), capped at AB_CEILING. The noise
-#: is the range (max / min - 1) of the noisier side's rounds, which is already about twice the spread of the median
-#: over the pairs that is gated (three rounds of a side span about 1.7 standard deviations of one round, the median of
-#: three pair ratios about 0.95): a multiple of 1 puts the limit at about two standard deviations of the statistic,
-#: and the confirmation reruns, on which a real regression stays over its limit and noise does not, keep one unlucky
-#: attempt from failing the check.
+#: is the spread (max / min - 1) of the quieter side's rounds: a burst of load on a shared machine slows one round of
+#: one side (seen here: one round of a side 40-60% slower across a run of cases, for some seconds); that widens that
+#: side's spread, but it does not move the median over the pairs that is gated, and the other side's spread still
+#: measures the noise the median sees. Three rounds of a side span about 1.7 standard deviations of one round, the
+#: median of three pair ratios has about 0.95 of one: the multiple of 1.5 puts the limit at two to three standard
+#: deviations of the statistic, and the confirmation reruns, on which a real regression stays over its limit and noise
+#: does not, keep one unlucky attempt from failing the check.
 AB_FLOOR = 0.15
-AB_NOISE_MULTIPLE = 1.0
+AB_NOISE_MULTIPLE = 1.5
 AB_CEILING = 1.0
 #: What must match for the two sides to time the same work; a case whose values differ is "changed", not gated.
-SIGNATURE_KEYS = ("device", "backend", "variant", "layer", "pass", "dtype", "batch", "threads", "calls_per_round")
+SIGNATURE_KEYS = ("device", "backend", "variant", "layer", "pass", "dtype", "batch", "threads", "calls_per_round",
+                  "calib_gemm_flops")
 
 
-def per_call_times(doc: dict) -> dict[str, float]:
+def per_call_times(doc: dict, *, calibrated: bool = False) -> dict[str, float]:
     """{fullname: seconds}: each case's fastest round in one pytest run, per call (`extra_info.calls_per_round`, 1
-    when the suite does not say)."""
+    when the suite does not say). `calibrated`: divided by the calibration GEMM timed right before and after that case
+    (`extra_info.calib_gemm_s`; cases without one are left out)."""
     out = {}
     for bench in doc.get("benchmarks", []):
+        info = bench.get("extra_info") or {}
         value = (bench.get("stats") or {}).get(STATISTIC)
-        calls = (bench.get("extra_info") or {}).get("calls_per_round") or 1
-        if isinstance(value, (int, float)) and value > 0:
-            out[bench["fullname"]] = value / calls
+        calls = info.get("calls_per_round") or 1
+        calib = info.get("calib_gemm_s") if calibrated else 1.0
+        if isinstance(value, (int, float)) and value > 0 and isinstance(calib, (int, float)) and calib > 0:
+            out[bench["fullname"]] = value / calls / calib
     return out
 
 
@@ -350,10 +356,12 @@ class ABCase:
     ratio: float | None = None  # median over the pairs of A / B (of the attempt that decided)
     ratio_low: float | None = None  # range of A / B over the pairs
     ratio_high: float | None = None
-    noise: float | None = None  # A/A: the largest max/min - 1 of either side's own rounds
+    noise: float | None = None  # A/A: max/min - 1 of the quieter side's own rounds
     limit: float | None = None
     attempts: list[float] = field(default_factory=list)  # each attempt's median ratio (confirmation reruns append)
     reason: str = ""  # why a case is not gated
+    calibrated: bool = False  # ratios of times over the calibration GEMM timed beside the case (else raw times)
+    raw_ratio: float | None = None  # median over the pairs of the raw A / B, for comparison
     a_rounds_s: list[float] = field(default_factory=list)  # each round's time, in pair order (all attempts)
     b_rounds_s: list[float] = field(default_factory=list)
 
@@ -390,11 +398,31 @@ def ab_limit(noise: float) -> float:
     return min(AB_CEILING, max(AB_FLOOR, AB_NOISE_MULTIPLE * noise))
 
 
-def _side_times(rounds: list[dict]) -> dict[str, list[float]]:
+def _side_times(rounds: list[dict], *, calibrated: bool = False) -> dict[str, list[float]]:
     """{fullname: its time in each round}, for the cases that every round of this side timed."""
-    per_round = [per_call_times(doc) for doc in rounds]
+    per_round = [per_call_times(doc, calibrated=calibrated) for doc in rounds]
     names = [name for name in per_round[0] if all(name in times for times in per_round)] if per_round else []
     return {name: [times[name] for times in per_round] for name in names}
+
+
+def calibration_ratio(a_rounds: list[dict], b_rounds: list[dict]) -> float | None:
+    """The geometric mean over cases and pairs of A's calibration GEMM time over B's: about 1 when both sides time
+    the same GEMM on the same machine; None without calibrations."""
+    logs = []
+    for a_doc, b_doc in zip(a_rounds, b_rounds):
+        a = {x["fullname"]: (x.get("extra_info") or {}).get("calib_gemm_s") for x in a_doc.get("benchmarks", [])}
+        for x in b_doc.get("benchmarks", []):
+            mine, theirs = a.get(x["fullname"]), (x.get("extra_info") or {}).get("calib_gemm_s")
+            if isinstance(mine, (int, float)) and isinstance(theirs, (int, float)) and mine > 0 and theirs > 0:
+                logs.append(math.log(mine / theirs))
+    return math.exp(statistics.fmean(logs)) if logs else None
+
+
+def _series(raw, calibrated, name):
+    """The times a case is gated on: over its calibration where both sides have one, else raw."""
+    if calibrated is not None and name in calibrated[0] and name in calibrated[1]:
+        return calibrated[0][name], calibrated[1][name], True
+    return raw[0][name], raw[1][name], False
 
 
 def _noise(times: list[float]) -> float:
@@ -413,6 +441,15 @@ def ab_compare(a_rounds: list[dict], b_rounds: list[dict]) -> ABResult:
                          f"{len(b_rounds)} B)")
     a, b = _side_times(a_rounds), _side_times(b_rounds)
     a_sig, b_sig = signatures(a_rounds[0]), signatures(b_rounds[0])
+    notes = []
+    calib = calibration_ratio(a_rounds, b_rounds)
+    calibrated = None
+    if calib is not None and abs(math.log(calib)) <= math.log(1 + AB_FLOOR):
+        calibrated = (_side_times(a_rounds, calibrated=True), _side_times(b_rounds, calibrated=True))
+        notes.append(f"calibration GEMM, A over B: {calib:.3f} (the two sides' yardstick agrees)")
+    elif calib is not None:
+        notes.append(f"the calibration GEMM differs between the sides ({calib:.3f}x, A over B): it is no common "
+                     "yardstick here, so raw times are compared")
     cases = []
     for name in a:
         if name not in b:
@@ -425,18 +462,20 @@ def ab_compare(a_rounds: list[dict], b_rounds: list[dict]) -> ABResult:
             cases.append(ABCase(name, "changed", a_s=statistics.median(a[name]), b_s=statistics.median(b[name]),
                                 reason=f"the two sides time different work ({diff}): not gated"))
             continue
-        ratios = _pair_ratios(a[name], b[name])
-        noise = max(_noise(a[name]), _noise(b[name]))
+        series_a, series_b, is_calibrated = _series((a, b), calibrated, name)
+        ratios = _pair_ratios(series_a, series_b)
+        noise = min(_noise(series_a), _noise(series_b))
         limit = ab_limit(noise)
         ratio = statistics.median(ratios)
         cases.append(ABCase(name, _verdict(ratio, limit), statistics.median(a[name]), statistics.median(b[name]),
                             ratio, min(ratios), max(ratios), noise, limit, [ratio],
+                            calibrated=is_calibrated, raw_ratio=statistics.median(_pair_ratios(a[name], b[name])),
                             a_rounds_s=list(a[name]), b_rounds_s=list(b[name])))
     for name in b:
         if name not in a:
             cases.append(ABCase(name, "missing", b_s=statistics.median(b[name]),
                                 reason="not timed by the working tree in every round: not gated"))
-    return ABResult(cases, len(a_rounds))
+    return ABResult(cases, len(a_rounds), notes)
 
 
 def _verdict(ratio: float, limit: float) -> str:
@@ -447,11 +486,13 @@ def ab_confirm(result: ABResult, a_rounds: list[dict], b_rounds: list[dict]) -> 
     """Fold a rerun of the suspects (new interleaved rounds of both sides) into `result`: a case stays regressed only
     if this attempt is over its limit too. The limit stays the first attempt's."""
     a, b = _side_times(a_rounds), _side_times(b_rounds)
+    calibrated = (_side_times(a_rounds, calibrated=True), _side_times(b_rounds, calibrated=True))
     for case in result.regressed:
         if case.name not in a or case.name not in b:
             result.notes.append(f"{case.short}: not in the confirmation rerun of both sides; kept as regressed")
             continue
-        ratios = _pair_ratios(a[case.name], b[case.name])
+        series_a, series_b, _ = _series((a, b), calibrated if case.calibrated else None, case.name)
+        ratios = _pair_ratios(series_a, series_b)
         ratio = statistics.median(ratios)
         case.attempts.append(ratio)
         case.a_rounds_s += a[case.name]
@@ -476,7 +517,8 @@ def format_ab_report(result: ABResult, *, side_a: str = "A", side_b: str = "B", 
     pairs, its A/A noise and its limit."""
     lines = [f"A = {side_a}", f"B = {side_b}",
              f"{result.pairs} interleaved pair(s) of rounds; ratio = median over the pairs of A / B per call "
-             "(process CPU time on the CPU), range = its lowest and highest pair"]
+             "(process CPU time on the CPU), each time over the calibration GEMM timed beside it (the machine's "
+             "speed at that moment) unless marked raw; range = its lowest and highest pair"]
     gated = sorted(result.gated, key=lambda c: -c.ratio)
     shown = [c for c in gated if c.verdict == "regressed"] + [c for c in gated if c.verdict != "regressed"]
     shown = shown[:max(show, len(result.regressed))] if show is not None else shown
@@ -487,7 +529,7 @@ def format_ab_report(result: ABResult, *, side_a: str = "A", side_b: str = "B", 
         attempts = ", ".join(f"{x:.2f}" for x in c.attempts)
         span = f"{c.ratio_low:.2f}-{c.ratio_high:.2f}"
         lines.append(f"{c.short:<{width}}  {_ms(c.a_s):>9}  {_ms(c.b_s):>9}  {c.ratio:5.2f}  {span:<11}  "
-                     f"{c.noise:5.1%}  {1 + c.limit:5.2f}  {attempts:<16} {c.verdict}")
+                     f"{c.noise:5.1%}  {1 + c.limit:5.2f}  {attempts:<16} {c.verdict}" + ("" if c.calibrated else " (raw)"))
     if len(gated) > len(shown):
         lines.append(f"... and {len(gated) - len(shown)} more within their limits")
     for c in result.cases:
@@ -519,7 +561,8 @@ def ab_summary(result: ABResult) -> dict:
             "floor": AB_FLOOR, "noise_multiple": AB_NOISE_MULTIPLE, "notes": result.notes,
             "cases": [{"name": c.name, "verdict": c.verdict, "a_s": c.a_s, "b_s": c.b_s, "ratio": c.ratio,
                        "ratio_low": c.ratio_low, "ratio_high": c.ratio_high, "aa_noise": c.noise, "limit": c.limit,
-                       "attempts": c.attempts, "reason": c.reason or None, "a_rounds_s": c.a_rounds_s,
+                       "attempts": c.attempts, "reason": c.reason or None, "calibrated": c.calibrated,
+                       "raw_ratio": c.raw_ratio, "a_rounds_s": c.a_rounds_s,
                        "b_rounds_s": c.b_rounds_s} for c in result.cases]}
 
 

@@ -171,17 +171,26 @@ def test_ab_drift_of_the_machine_hits_both_sides_of_a_pair_and_cancels():
     drift = [1.0, 1.2, 1.4]
     result = benchgate.ab_compare(ab_rounds(BASE_TIMES, drift), ab_rounds(BASE_TIMES, drift))
     assert all(c.ratio == pytest.approx(1.0) for c in result.cases)
-    # ...but the same code timed 1.0x and 1.4x is 40% A/A noise, and the limit widens to that.
+    # ...but the same code timed 1.0x and 1.4x on both sides is 40% A/A noise, and the limit widens with it.
     assert all(c.noise == pytest.approx(0.4) and c.limit == pytest.approx(0.4 * benchgate.AB_NOISE_MULTIPLE)
                for c in result.cases)
+
+
+def test_ab_one_slow_round_on_one_side_neither_moves_the_median_nor_widens_the_limit():
+    # A burst of load slows B's second round by 60%; A's rounds stay within 2%: the quieter side measures the noise.
+    result = benchgate.ab_compare(ab_rounds(BASE_TIMES, [1.0, 1.02, 1.01]), ab_rounds(BASE_TIMES, [1.0, 1.6, 1.01]))
+    assert all(c.ratio == pytest.approx(1.0, abs=0.02) and c.limit == benchgate.AB_FLOOR for c in result.cases)
+    slow = dict(BASE_TIMES, conv2=BASE_TIMES["conv2"] * 1.3)
+    result = benchgate.ab_compare(ab_rounds(slow, [1.0, 1.02, 1.01]), ab_rounds(BASE_TIMES, [1.0, 1.6, 1.01]))
+    assert [c.short for c in result.regressed] == ["test_alexnet[cpu-torch-conv2-forward]"]
 
 
 def test_ab_limit_is_the_floor_unless_the_a_a_noise_says_more():
     assert benchgate.ab_limit(0.02) == benchgate.AB_FLOOR
     assert benchgate.ab_limit(0.30) == pytest.approx(0.30 * benchgate.AB_NOISE_MULTIPLE)
     assert benchgate.ab_limit(3.0) == benchgate.AB_CEILING
-    # conv2 25% slower on A, but its own rounds on B spread by 30%: within the widened limit.
-    a = ab_rounds(dict(BASE_TIMES, conv2=BASE_TIMES["conv2"] * 1.25), [1.0, 1.0, 1.0])
+    # conv2 25% slower on A, but its own rounds spread by 30% on both sides: within the widened limit.
+    a = [ab_round(dict(BASE_TIMES, conv2=BASE_TIMES["conv2"] * 1.25 * f)) for f in (1.0, 1.3, 1.0)]
     b = [ab_round(dict(BASE_TIMES, conv2=BASE_TIMES["conv2"] * f)) for f in (1.0, 1.3, 1.0)]
     conv2 = next(c for c in benchgate.ab_compare(a, b).cases if c.name == _name("conv2"))
     assert conv2.noise == pytest.approx(0.3) and conv2.limit >= 0.3 and conv2.verdict == "ok"
@@ -279,3 +288,32 @@ def test_ab_gate_on_the_other_machine_passes_unchanged_code_and_catches_conv2():
     slower = benchgate.ab_compare(ab_rounds(dict(xeon, conv2=xeon["conv2"] * 1.3), [1.0, 1.03, 1.01]),
                                   ab_rounds(xeon, [1.02, 1.0, 1.01]))
     assert [c.short for c in slower.regressed] == ["test_alexnet[cpu-torch-conv2-forward]"]
+
+
+def calibrated_round(times, speed=1.0, calib=1e-3):
+    """A round in which the machine ran at 1/speed: every case and the calibration GEMM beside it take `speed` x."""
+    doc = ab_round({k: v * speed for k, v in times.items()})
+    for bench in doc["benchmarks"]:
+        bench["extra_info"].update(calib_gemm_s=calib * speed, calib_gemm_flops=2 * 256 ** 3)
+    return doc
+
+
+def test_ab_a_slow_phase_of_the_machine_is_divided_out_by_the_calibration_beside_each_case():
+    # The machine runs 40% slower during B's second round (another tenant, a lower clock): case and GEMM alike.
+    a = [calibrated_round(BASE_TIMES) for _ in range(3)]
+    b = [calibrated_round(BASE_TIMES, speed) for speed in (1.0, 1.4, 1.0)]
+    result = benchgate.ab_compare(a, b)
+    assert all(c.calibrated and c.ratio == pytest.approx(1.0) and c.noise == pytest.approx(0.0) for c in result.cases)
+    assert all(c.raw_ratio == pytest.approx(1.0) for c in result.cases)  # the median of the raw pairs: 1, 1/1.4, 1
+    # A real 30% slowdown of conv2 on A is no slowdown of the GEMM: it stays.
+    slow = [calibrated_round(dict(BASE_TIMES, conv2=BASE_TIMES["conv2"] * 1.3)) for _ in range(3)]
+    assert [c.short for c in benchgate.ab_compare(slow, b).regressed] == ["test_alexnet[cpu-torch-conv2-forward]"]
+
+
+def test_ab_a_calibration_that_differs_between_the_sides_is_not_trusted():
+    a = [calibrated_round(BASE_TIMES, calib=2e-3) for _ in range(2)]
+    b = [calibrated_round(BASE_TIMES) for _ in range(2)]
+    result = benchgate.ab_compare(a, b)
+    assert not any(c.calibrated for c in result.cases) and result.passed
+    assert any("no common yardstick" in note for note in result.notes)
+    assert "(raw)" in benchgate.format_ab_report(result)
