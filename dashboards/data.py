@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+import perfkit
 from perfkit.bench import AB_REPORT
 from perfkit.records import MEASUREMENT_FIELDS
 from perfkit.store import (load_device_peaks, load_environments, load_measurements, load_power_samples, load_runs,
@@ -84,6 +85,7 @@ class ReportData:
     benchmarks: list[BenchmarkRun]
     notes: list[str] = field(default_factory=list)  # what could not be read, said in the report
     ab_check: dict | None = None  # the last `perfkit bench check` verdict (benchmarks_dir/ab-check.json), if any
+    baselines: list[tuple[Path, dict]] = field(default_factory=list)  # the checkout's per-machine baselines
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -127,7 +129,9 @@ def load(store_paths: Sequence[str | os.PathLike], benchmarks_dir: str | os.Path
     peaks = load_device_peaks(*paths) if paths else pd.DataFrame()
     benchmarks = load_benchmarks(benchmarks_dir, notes) if benchmarks_dir else []
     ab_check = load_ab_check(benchmarks_dir, notes) if benchmarks_dir else None
-    return ReportData(paths, measurements, runs, summaries, environments, power, peaks, benchmarks, notes, ab_check)
+    baselines = load_baselines(notes=notes) if benchmarks_dir else []
+    return ReportData(paths, measurements, runs, summaries, environments, power, peaks, benchmarks, notes, ab_check,
+                      baselines)
 
 
 def machine_short_names(environments: Iterable[Environment]) -> dict[str, str]:
@@ -156,6 +160,23 @@ def _with_order(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- pytest-benchmark ---------------------------------------------------------------------------------------------------
+def load_baselines(folder: str | os.PathLike | None = None, notes: list[str] | None = None) -> list[tuple[Path, dict]]:
+    """The per-machine baselines `perfkit bench baseline` wrote (default: tests/benchmarks/baselines/ of the checkout
+    perfkit runs from; none from a wheel), as (path, document), for the regression section's history."""
+    folder = Path(folder) if folder else Path(perfkit.__file__).resolve().parent.parent / "tests/benchmarks/baselines"
+    out = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            (notes if notes is not None else []).append(f"{path}: not readable as JSON ({type(exc).__name__}); "
+                                                        "skipped.")
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("perfkit_baseline"), dict):
+            out.append((path, doc))
+    return out
+
+
 def load_ab_check(folder: str | os.PathLike, notes: list[str] | None = None) -> dict | None:
     """The last A/B verdict `perfkit bench check` wrote into the history folder (see perfkit.benchgate.ab_summary), or
     None when there is none; an unreadable one is skipped with a note."""

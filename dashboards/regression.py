@@ -39,7 +39,7 @@ def frame(runs) -> pd.DataFrame:
 
 def build(data) -> Section | None:
     df = frame(data.benchmarks)
-    if df.empty and not data.ab_check:
+    if df.empty and not data.ab_check and not data.baselines:
         return None
     section = Section("regression", "Regression suite",
                       "The gate's last verdict, when the history folder has one: each benchmark's time on the working "
@@ -51,6 +51,8 @@ def build(data) -> Section | None:
                       "decides nothing; the side-by-side check does.")
     if data.ab_check:
         section.blocks.append(_ab_check(data, data.ab_check))
+    if data.baselines:
+        section.blocks.append(_baselines_table(data.baselines))
     if df.empty:
         return section
     for i, (machine, part) in enumerate(df.groupby("machine", sort=False)):
@@ -163,6 +165,23 @@ def _ab_check(data, ab: dict):
     return finish(fig, "regression-ab-check", "The last A/B check: working tree against the reference", data, None,
                   height=max(300, 140 + 20 * len(cases)), provenance_text=f"perfkit bench check, reference "
                   f"{short_commit(ab.get('reference'))}", caption=caption)
+
+
+def _baselines_table(baselines) -> TableBlock:
+    """The committed per-machine baselines: which machine model each describes and how noisy it was."""
+    rows = []
+    for path, doc in baselines:
+        base = doc["perfkit_baseline"]
+        machine = base.get("machine") or {}
+        spreads = sorted(c.get("spread", 0.0) for c in (base.get("cases") or {}).values())
+        median = f"{spreads[len(spreads) // 2]:.1%}" if spreads else "-"
+        rows.append([esc(path.name), esc(machine.get("cpu_model") or "?"), esc(machine.get("cpu_family_model") or "?"),
+                     esc(" ".join(machine.get("cpu_isa") or []) or "?"), esc(machine.get("cpu_count_logical") or "?"),
+                     esc(machine.get("gpu") or "-"), esc(base.get("runs")), str(len(spreads)), median,
+                     esc(str(doc.get("datetime") or "?")[:19])])
+    return TableBlock(["file", "CPU", "family/model", "ISA", "cores", "GPU", "runs", "benchmarks", "median spread",
+                       "recorded (UTC)"], rows,
+                      title="Per-machine baselines (history: the gate measures against the reference commit instead)")
 
 
 def _runs_table(runs) -> TableBlock:

@@ -257,3 +257,16 @@ def test_regression_section_plots_the_last_ab_check(tmp_path, gpu_store):
     assert figure.caption.startswith("FAILED") and "test[pool9] (new" in figure.caption
     assert report.data.ab_check["reference"] == "1" * 40
     assert not any("ab-check.json" in note for note in report.data.notes)
+
+
+def test_regression_section_lists_the_committed_per_machine_baselines(tmp_path, gpu_store):
+    from perfkit.dashboards import build
+    from perfkit.dashboards.data import load_baselines
+
+    baselines = load_baselines()
+    assert [path.name for path, _ in baselines] == ["cpu.json"]  # tests/benchmarks/baselines/ of this checkout
+    report = build([gpu_store], benchmarks_dir=tmp_path)  # an empty history folder: the table alone
+    section = next(s for s in report.sections if s.id == "regression")
+    table = next(b for b in section.blocks if getattr(b, "title", "").startswith("Per-machine baselines"))
+    machine = baselines[0][1]["perfkit_baseline"]["machine"]
+    assert table.rows[0][0] == "cpu.json" and table.rows[0][2] == machine["cpu_family_model"]
