@@ -141,7 +141,7 @@ def _ab_check(data, ab: dict):
         names = [c["name"].split("::")[-1] for c in part]
         hover = [f"<b>{esc(n)}</b><br>A / B <b>{c['ratio']:.3f}</b> (pairs {c['ratio_low']:.3f} to "
                  f"{c['ratio_high']:.3f})<br>A {c['a_s'] * 1e3:.4g} ms, B {c['b_s'] * 1e3:.4g} ms per call"
-                 f"<br>A/A noise {c['aa_noise']:.1%}, limit {1 + c['limit']:.2f}x<br>attempts "
+                 f"<br>noise {c['noise']:.1%}, limit {1 + c['limit']:.2f}x<br>attempts "
                  + ", ".join(f"{x:.2f}x" for x in c["attempts"]) + f"<br>{esc(verdict)}" for n, c in zip(names, part)]
         fig.add_trace(go.Scatter(
             x=[c["ratio"] for c in part], y=names, mode="markers", name=verdict, marker=dict(color=color, size=8),

@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,11 +50,11 @@ DEVICE_MARKERS = {"cpu": "not gpu", "cuda": "gpu"}
 QUICK_ARGS = ("--benchmark-max-time=0.2", "--benchmark-min-rounds=3")
 #: The A/B check's timing per case and round: pytest-benchmark's defaults (1 s, 5 rounds) would make each of the
 #: check's rounds about as long as a whole run of the suite; several shorter rounds of both sides interleaved say more.
-CHECK_ARGS = ("--benchmark-max-time=0.25", "--benchmark-min-rounds=3")
+CHECK_ARGS = ("--benchmark-max-time=0.15", "--benchmark-min-rounds=3")
 #: Defaults backed by the spread measured on a shared 2-core machine (see perfkit.benchgate).
 BASELINE_RUNS = 5
 CONFIRM_RUNS = 2
-PAIRS = 3
+PAIRS = 4  # even, so that A B, B A pairs cancel a steady drift; four, so that one bad pair moves no median
 REFERENCE_FILE = "reference-commit.txt"  # in tests/benchmarks/: the commit `perfkit bench check` compares against
 AB_REPORT = "ab-check.json"  # in the history folder: the last A/B verdict
 
@@ -91,10 +92,18 @@ def default_baseline(suite: Path, device_name: str) -> Path:
 
 
 # -- the reference commit -------------------------------------------------------------------------------------------------
+#: Inherited from a git hook, these would point every git call (ours and the suite's git_commit) at one repository.
+GIT_REPOSITORY_VARIABLES = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR")
+
+
+def clean_environment(env: dict) -> dict:
+    return {k: v for k, v in env.items() if k not in GIT_REPOSITORY_VARIABLES}
+
+
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=120,
-                              check=False)
+                              check=False, env=clean_environment(os.environ))
     except (OSError, subprocess.SubprocessError) as exc:
         raise BenchError(f"git {' '.join(args)} failed: {exc}") from None
 
@@ -114,15 +123,17 @@ def recorded_reference(suite: Path) -> str:
     raise BenchError(f"{path} holds no commit id")
 
 
-def resolve_commit(root: Path, rev: str) -> str:
-    """The full id of commit `rev` in the repository at `root`."""
+def resolve_commit(root: Path, rev: str, *, given: bool = False) -> str:
+    """The full id of commit `rev` in the repository at `root`; `given`: it came from the command line (a bad one is a
+    usage error, exit 2)."""
     if _git(root, "rev-parse", "--git-dir").returncode != 0:
         raise BenchError(f"{root} is not a git checkout: the A/B check runs the reference commit from a git worktree")
     done = _git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
     if done.returncode != 0 or not done.stdout.strip():
         shallow = _git(root, "rev-parse", "--is-shallow-repository").stdout.strip() == "true"
-        raise BenchError(f"{rev!r} is not a commit of {root}"
-                         + ("; this clone is shallow: `git fetch --unshallow` brings the history" if shallow else ""))
+        error = UsageError if given else BenchError
+        raise error(f"{rev!r} is not a commit of {root}"
+                    + ("; this clone is shallow: `git fetch --unshallow` brings the history" if shallow else ""))
     return done.stdout.strip()
 
 
@@ -149,23 +160,23 @@ def working_tree_state(root: Path) -> tuple[str | None, bool]:
     return head, dirty
 
 
-def same_code(root: Path, sha: str) -> bool:
-    """Whether the working tree's tracked files are the reference's, the file recording the reference aside: then
-    the check is an A/A run."""
+def same_code(root: Path, sha: str, path: str = ".") -> bool:
+    """Whether the working tree's tracked files under `path` are the reference's, the file recording the reference
+    aside (untracked files are not compared): then the check is an A/A run."""
     record = f"tests/benchmarks/{REFERENCE_FILE}"
-    return _git(root, "diff", "--quiet", sha, "--", ".", f":(exclude){record}").returncode == 0
+    return _git(root, "diff", "--quiet", sha, "--", path, f":(exclude){record}").returncode == 0
 
 
 @contextmanager
 def reference_worktree(root: Path, sha: str):
     """The reference commit checked out into a temporary git worktree (removed again on the way out)."""
+    _git(root, "worktree", "prune")  # a worktree a killed check left behind
     tmp = Path(tempfile.mkdtemp(prefix="perfkit-bench-reference-"))
     path = tmp / "reference"
-    done = _git(root, "worktree", "add", "--detach", "--quiet", str(path), sha)
-    if done.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise BenchError(f"could not check out the reference {sha[:12]} into a worktree: {done.stderr.strip()}")
     try:
+        done = _git(root, "worktree", "add", "--detach", "--quiet", str(path), sha)
+        if done.returncode != 0:
+            raise BenchError(f"could not check out the reference {sha[:12]} into a worktree: {done.stderr.strip()}")
         yield path
     finally:
         _git(root, "worktree", "remove", "--force", str(path))
@@ -225,13 +236,15 @@ class Side:
     inject: bool  # whether PERFKIT_BENCH_INJECT_SLOWDOWN reaches it
     checked: bool = False  # a round of this side passed, float64 checks included: later rounds skip them
     failures: list[str] = field(default_factory=list)
+    notes: set[str] = field(default_factory=set)
+    ran: str | None = None  # the commit its suite reported (machine_info.perfkit.git_commit)
 
     @property
     def suite(self) -> Path:
         return self.root / "tests" / "benchmarks"
 
     def environment(self) -> dict:
-        env = dict(os.environ)
+        env = clean_environment(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(self.root)] + [p for p in [env.get("PYTHONPATH")] if p])
         if not self.inject:
             env.pop(INJECT_ENV, None)
@@ -243,7 +256,7 @@ class Side:
 
 def run_round(args, side: Side, *, targets, save: bool, log_dir: Path, label: str) -> dict | None:
     """One pytest run of `side`'s suite, its output to a log (shown when it fails); its JSON, or None."""
-    storage = Path(args.storage) if args.storage else default_storage(find_suite())
+    storage = history_folder(args)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-")
     json_path, log_path = log_dir / f"{slug}.json", log_dir / f"{slug}.log"
     cmd = pytest_command(side.suite, device=args.device, json_path=json_path, save="auto" if save else None,
@@ -263,9 +276,12 @@ def run_round(args, side: Side, *, targets, save: bool, log_dir: Path, label: st
               + "\n  ".join(tail), file=sys.stderr, flush=True)
     if doc is not None and side.commit:
         ran = ((doc.get("machine_info") or {}).get("perfkit") or {}).get("git_commit")
-        if ran and ran != side.commit:
-            raise BenchError(f"side {side.name} was to run {side.commit} but its suite reports perfkit from {ran}: "
-                             "the reference's code was not the one imported")
+        side.ran = ran
+        if ran is None:
+            side.notes.add(f"side {side.name}'s suite does not say which perfkit commit it imported")
+        elif ran.removesuffix("-dirty") != side.commit.removesuffix("-dirty"):
+            raise BenchError(f"side {side.name} ({side.description}) was to run {side.commit[:12]} but its suite "
+                             f"reports perfkit from {ran[:12]}: another checkout's code was imported")
     return doc if doc and doc.get("benchmarks") else None
 
 
@@ -299,77 +315,108 @@ def _side_a(root: Path) -> Side:
                 inject=bool(os.environ.get(INJECT_ENV)))
 
 
+def history_folder(args) -> Path:
+    """Where saved runs and the A/B verdict go: --storage (made absolute: the rounds run in other folders), else
+    .benchmarks/ at the checkout's root."""
+    return Path(args.storage).resolve() if args.storage else default_storage(find_suite())
+
+
+def _stop_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # through the finally blocks: the reference's worktree is removed
+
+
 def ab_check(args) -> int:
     suite = find_suite()
     root = checkout_root(suite)
     if args.against:
-        sha, how = resolve_commit(root, args.against), f"--against {args.against}"
+        sha, how = resolve_commit(root, args.against, given=True), f"--against {args.against}"
     else:
         sha, how = resolve_commit(root, recorded_reference(suite)), f"recorded in tests/benchmarks/{REFERENCE_FILE}"
     a = _side_a(root)
-    if os.environ.get(INJECT_ENV):
-        print(f"perfkit bench check: {INJECT_ENV}={os.environ[INJECT_ENV]} reaches side A only; its rounds are not "
-              "saved to the history", file=sys.stderr)
-    save = not args.no_save and not os.environ.get(INJECT_ENV)
+    inject = os.environ.get(INJECT_ENV)
+    if inject:
+        print(f"perfkit bench check: {INJECT_ENV}={inject} reaches side A only; its rounds are not saved to the "
+              "history", file=sys.stderr)
+    save = not args.no_save and not inject
     aa = same_code(root, sha)
     began = time.monotonic()
-    with reference_worktree(root, sha) as ref_root, tempfile.TemporaryDirectory(prefix="perfkit-bench-") as tmp:
-        b = Side("B", ref_root, f"reference {describe_commit(root, sha)}, {how}", sha, inject=False)
-        if not (b.suite / "conftest.py").is_file():
-            raise BenchError(f"the reference {sha[:12]} has no benchmark suite (tests/benchmarks/conftest.py)")
-        print(f"perfkit bench check: A = {a.description}\nperfkit bench check: B = {b.description}"
-              + ("\nperfkit bench check: the code is the reference's: this is an A/A run" if aa else ""),
-              file=sys.stderr, flush=True)
-        a_rounds, b_rounds = interleaved_rounds(args, a, b, pairs=args.pairs, save_first=save, log_dir=Path(tmp),
-                                                title="check")
-        if not a_rounds:
-            raise BenchError("no pair of rounds produced results on both sides; nothing to gate: "
-                             + "; ".join(a.failures + b.failures))
-        result = benchgate.ab_compare(a_rounds, b_rounds)
-        for attempt in range(args.confirm_runs):
-            suspects = [case.name for case in result.regressed]
-            if not suspects:
-                break
-            print(f"perfkit bench check: {len(suspects)} suspect(s) over their limit; confirmation rerun "
-                  f"{attempt + 1} of at most {args.confirm_runs}", file=sys.stderr, flush=True)
-            again_a, again_b = interleaved_rounds(args, a, b, pairs=args.pairs, targets=suspects, log_dir=Path(tmp),
-                                                  title=f"rerun {attempt + 1}")
-            if not again_a:
-                result.notes.append("a confirmation rerun produced no results; its suspects are kept as regressed")
-                break
-            benchgate.ab_confirm(result, again_a, again_b)
-    if os.environ.get(INJECT_ENV):
-        result.notes.append(f"side A ran with an injected slowdown: {INJECT_ENV}={os.environ[INJECT_ENV]}")
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        with reference_worktree(root, sha) as ref_root, tempfile.TemporaryDirectory(prefix="perfkit-bench-") as tmp:
+            b = Side("B", ref_root, f"reference {describe_commit(root, sha)}, {how}", sha, inject=False)
+            if not (b.suite / "conftest.py").is_file():
+                raise BenchError(f"the reference {sha[:12]} has no benchmark suite (tests/benchmarks/conftest.py)")
+            print(f"perfkit bench check: A = {a.description}\nperfkit bench check: B = {b.description}"
+                  + ("\nperfkit bench check: the code is the reference's: this is an A/A run" if aa else ""),
+                  file=sys.stderr, flush=True)
+            result = _gate(args, a, b, Path(tmp), save)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if inject:
+        result.notes.append(f"side A ran with an injected slowdown: {INJECT_ENV}={inject}")
+    if not same_code(root, sha, "tests/benchmarks"):
+        result.notes.append("the suite itself (tests/benchmarks/) differs between the sides: each side is timed by "
+                            "its own suite, so a change there is measured with the change")
     failures = a.failures + b.failures
+    result.notes.extend(sorted(a.notes | b.notes))
     result.notes.extend(f"suite failure: {f}" for f in failures)
     result.notes.append(f"the check took {time.monotonic() - began:.0f} s")
+    passed = result.passed and not a.failures
     print(f"\nperfkit bench check: the working tree (A) against {sha[:12]} (B), side by side on this machine:")
     print(benchgate.format_ab_report(result, side_a=a.description, side_b=b.description))
-    print(_history_note(args, suite, a_rounds[0]))
-    summary = benchgate.ab_summary(result) | {"side_a": a.description, "side_b": b.description, "reference": sha,
-                                               "aa": aa, "failures": failures, "inject": os.environ.get(INJECT_ENV)}
+    if a.failures:
+        print("FAILED: the working tree's suite itself failed (see above): " + "; ".join(a.failures))
+    summary = benchgate.ab_summary(result) | {"passed": passed, "side_a": a.description, "side_b": b.description,
+                                               "reference": sha, "ran": {"A": a.ran, "B": b.ran}, "aa": aa,
+                                               "failures": failures, "inject": inject}
     if save:
-        storage = Path(args.storage) if args.storage else default_storage(suite)
+        storage = history_folder(args)
         storage.mkdir(parents=True, exist_ok=True)
         (storage / AB_REPORT).write_text(json.dumps(summary, indent=1) + "\n")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
-    if a.failures:
-        print("perfkit bench check: the working tree's suite itself failed; see above", file=sys.stderr)
-        return 1
-    return 0 if result.passed else 1
+    print(_history_note(suite, result.first_a_round))
+    return 0 if passed else 1
 
 
-def _history_note(args, suite: Path, run: dict) -> str:
+def _gate(args, a: Side, b: Side, log_dir: Path, save: bool) -> benchgate.ABResult:
+    """The interleaved rounds, the gate, and the confirmation reruns of its suspects."""
+    a_rounds, b_rounds = interleaved_rounds(args, a, b, pairs=args.pairs, save_first=save, log_dir=log_dir,
+                                            title="check")
+    if len(a_rounds) < 2:
+        raise BenchError(f"only {len(a_rounds)} of {args.pairs} pairs of rounds produced results on both sides, and "
+                         "a ratio's noise needs two: " + "; ".join(a.failures + b.failures))
+    result = benchgate.ab_compare(a_rounds, b_rounds)
+    result.first_a_round = a_rounds[0]
+    if len(a_rounds) < args.pairs:
+        result.notes.append(f"{args.pairs - len(a_rounds)} pair(s) of rounds gave no result on one side and were "
+                            "left out")
+    for attempt in range(args.confirm_runs):
+        suspects = [case.name for case in result.regressed]
+        if not suspects:
+            break
+        print(f"perfkit bench check: {len(suspects)} suspect(s) over their limit; confirmation rerun "
+              f"{attempt + 1} of at most {args.confirm_runs}", file=sys.stderr, flush=True)
+        again_a, again_b = interleaved_rounds(args, a, b, pairs=args.pairs, targets=suspects, log_dir=log_dir,
+                                              title=f"rerun {attempt + 1}")
+        if not again_a:
+            result.notes.append("a confirmation rerun produced no results; its suspects are kept as regressed")
+            break
+        benchgate.ab_confirm(result, again_a, again_b)
+    return result
+
+
+def _history_note(suite: Path, run: dict) -> str:
     """One line on the committed per-machine baseline: compared when it is this machine model's, else said why not.
-    Information only: the A/B verdict above decides."""
-    name = benchgate.baseline_device_name(run)
-    path = default_baseline(suite, name)
-    if not path.is_file():
-        return f"history: no per-machine baseline at {path.relative_to(checkout_root(suite))}; not compared"
-    baseline = benchgate.load(path)
-    old = benchgate.compare(run, baseline)
+    Information only: the A/B verdict above decides, and an unreadable baseline only makes the line say so."""
+    path = default_baseline(suite, benchgate.baseline_device_name(run))
     where = path.relative_to(checkout_root(suite))
+    if not path.is_file():
+        return f"history: no per-machine baseline at {where}; not compared"
+    try:
+        old = benchgate.compare(run, benchgate.load(path))
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as exc:
+        return f"history: {where} could not be compared ({type(exc).__name__}: {exc})"
     if not old.comparable:
         return (f"history: {where} was recorded on another machine model ({'; '.join(old.foreign)}); not compared "
                 "(the A/B verdict does not depend on it)")
@@ -441,7 +488,7 @@ def cmd_reference(args) -> int:
     suite = find_suite()
     root = checkout_root(suite)
     if args.set:
-        sha = resolve_commit(root, args.set)
+        sha = resolve_commit(root, args.set, given=True)
         path = write_reference(suite, sha, describe_commit(root, sha))
         print(f"wrote {path.relative_to(root)}: {describe_commit(root, sha)}\n"
               "review it (git diff) and commit it; `perfkit bench check` measures against it")

@@ -4,8 +4,7 @@ The gate: the working tree against a reference commit, side by side (A/B)
 --------------------------------------------------------------------------
 `perfkit bench check` runs the suite of the working tree (side A) and the suite of a reference commit (side B, from a
 git worktree) on the same machine in the same job, in interleaved rounds: one round is one pytest run of one side over
-the suite, and the rounds go A B, B A, A B... (each pair in the other order, so that a machine drifting steadily one
-way over the run favours neither side). Why side by side: across CPU models a GEMM and a memory-bound op do not scale
+the suite, and the rounds go A B, B A, A B, B A (each pair in the other order). Why side by side: across CPU models a GEMM and a memory-bound op do not scale
 together (an Intel Xeon with AMX ran the convolutions 2x faster and the activations 2x slower, relative to each other,
 than the AMD EPYC that recorded the old committed baseline), so no calibration and no suite median carries seconds
 from one machine model to another. Measuring both sides here, now, needs neither. `asv continuous` and pyperf's
@@ -14,16 +13,21 @@ from one machine model to another. Measuring both sides here, now, needs neither
 Per case (`ab_compare`):
 - each round's time is the case's fastest round of calls in that pytest run (`min`, which noise can only push up), per
   call: the suite may make several calls per round for a case too short to time alone (`calls_per_round`);
-- the statistic is the median over the pairs of the ratio A / B, reported with its range over the pairs;
-- its limit is `AB_FLOOR` (15%) unless the case's A/A noise measured in the same run says more: the noise is the
-  max/min - 1 of the quieter side's own rounds (the same code timed several times), and the limit is
-  `AB_NOISE_MULTIPLE` times it, capped at `AB_CEILING`;
+- the statistic is the median over the pairs of the ratio A / B, reported with its range over the pairs; with an even
+  number of pairs in A B, B A order a steady drift of the machine cancels, and one pair hit by a burst of load does
+  not move a median of four;
+- its limit is `AB_FLOOR` (15%) unless the case's noise measured in the same run says more: the spread of its pair
+  ratios with the most outlying pair left out (in an A/A run, the A/A noise itself), times `AB_NOISE_MULTIPLE`,
+  capped at `AB_CEILING`;
 - over its limit the case is a suspect; `perfkit bench check` reruns the suspects, both sides interleaved again, and
   a case fails only if it stays over its limit on every attempt;
-- a case whose work differs between the sides (batch, dtype, calls per round... `SIGNATURE_KEYS`) is "changed" and not
-  gated; a case only one side has is "new" or "missing" and not gated. Each is listed with its reason.
+- a case whose work differs between the sides (batch, dtype, calls per round... `SIGNATURE_KEYS`) is "changed", a case
+  only one side timed is "new" or "missing", and one missing from some rounds is "incomplete": none of them is gated,
+  and each is listed with its reason.
 
-Measured on a shared 2-core machine, see `perfkit bench check`'s report and the README's "The regression suite".
+A calibration GEMM timed beside each case does not help here: tried, its own time differed by 10% between two
+processes running the same code (a 256x256 GEMM is sensitive to where its pages land in a 512 KiB L2), and dividing
+by it moved every case of a round by as much.
 
 History: per-machine baselines
 ------------------------------
@@ -45,7 +49,7 @@ from pathlib import Path
 
 SCHEMA = 1
 STATISTIC = "min"
-NORMALIZATION = "case min / run calibration GEMM (fastest sample of the run)"
+NORMALIZATION = "case min per call / run calibration GEMM (fastest sample of the run)"
 
 #: History gate, per-case limit: max(FLOOR, NOISE_MULTIPLE * the baseline's spread), capped at CEILING. A case is a
 #: suspect when its suite-relative ratio to the baseline exceeds 1 + limit.
@@ -78,6 +82,7 @@ def normalize(bench: dict, calibration: dict[str, float]) -> dict | None:
     value = stats.get(STATISTIC)
     if not calib or value is None:
         return None
+    value /= info.get("calls_per_round") or 1  # per call, as the suite's cases may make several calls a round
     return {"statistic": STATISTIC, "time_s": value, "calibration_s": calib, "normalized": value / calib}
 
 
@@ -304,34 +309,29 @@ def format_report(result: GateResult, *, show: int = 12) -> str:
 
 
 # -- the A/B gate: the working tree against a reference commit, in interleaved rounds on this machine -----------------
-#: A case's limit: max(AB_FLOOR, AB_NOISE_MULTIPLE * its A/A noise in the same run), capped at AB_CEILING. The noise
-#: is the spread (max / min - 1) of the quieter side's rounds: a burst of load on a shared machine slows one round of
-#: one side (seen here: one round of a side 40-60% slower across a run of cases, for some seconds); that widens that
-#: side's spread, but it does not move the median over the pairs that is gated, and the other side's spread still
-#: measures the noise the median sees. Three rounds of a side span about 1.7 standard deviations of one round, the
-#: median of three pair ratios has about 0.95 of one: the multiple of 1.5 puts the limit at two to three standard
-#: deviations of the statistic, and the confirmation reruns, on which a real regression stays over its limit and noise
-#: does not, keep one unlucky attempt from failing the check.
+#: A case's limit: max(AB_FLOOR, AB_NOISE_MULTIPLE * its noise in the same run), capped at AB_CEILING. The noise is the
+#: spread (max / min - 1) of the case's pair ratios, the most outlying pair left out: in an A/A run it is the A/A
+#: noise itself, and a burst of load on a shared machine, which slows one round of one side (seen here: 40-60% over a
+#: stretch of cases, for some seconds), moves neither it nor the median that is gated. Simulated with normal noise,
+#: the median of four pair ratios has about 0.6 of one pair ratio's standard deviation and this spread about 1.3 of
+#: it, so the limit sits at about two standard deviations of the statistic; the confirmation reruns, on which a real
+#: regression stays over its limit and noise does not, keep one unlucky attempt from failing the check.
 AB_FLOOR = 0.15
-AB_NOISE_MULTIPLE = 1.5
+AB_NOISE_MULTIPLE = 1.0
 AB_CEILING = 1.0
 #: What must match for the two sides to time the same work; a case whose values differ is "changed", not gated.
-SIGNATURE_KEYS = ("device", "backend", "variant", "layer", "pass", "dtype", "batch", "threads", "calls_per_round",
-                  "calib_gemm_flops")
+SIGNATURE_KEYS = ("device", "backend", "variant", "layer", "pass", "dtype", "batch", "threads", "calls_per_round")
 
 
-def per_call_times(doc: dict, *, calibrated: bool = False) -> dict[str, float]:
+def per_call_times(doc: dict) -> dict[str, float]:
     """{fullname: seconds}: each case's fastest round in one pytest run, per call (`extra_info.calls_per_round`, 1
-    when the suite does not say). `calibrated`: divided by the calibration GEMM timed right before and after that case
-    (`extra_info.calib_gemm_s`; cases without one are left out)."""
+    when the suite does not say)."""
     out = {}
     for bench in doc.get("benchmarks", []):
-        info = bench.get("extra_info") or {}
         value = (bench.get("stats") or {}).get(STATISTIC)
-        calls = info.get("calls_per_round") or 1
-        calib = info.get("calib_gemm_s") if calibrated else 1.0
-        if isinstance(value, (int, float)) and value > 0 and isinstance(calib, (int, float)) and calib > 0:
-            out[bench["fullname"]] = value / calls / calib
+        calls = (bench.get("extra_info") or {}).get("calls_per_round") or 1
+        if isinstance(value, (int, float)) and value > 0:
+            out[bench["fullname"]] = value / calls
     return out
 
 
@@ -350,18 +350,17 @@ class ABCase:
     """One case of the A/B gate. Times are seconds per call; ratios are A (working tree) over B (reference)."""
 
     name: str
-    verdict: str  # "ok", "regressed", "faster", "new", "missing", "changed"
-    a_s: float | None = None  # median over A's rounds
+    verdict: str  # "ok", "regressed", "faster", "new", "missing", "incomplete", "changed"
+    a_s: float | None = None  # median over A's rounds (of the attempt that decided)
     b_s: float | None = None  # median over B's rounds
     ratio: float | None = None  # median over the pairs of A / B (of the attempt that decided)
-    ratio_low: float | None = None  # range of A / B over the pairs
+    ratio_low: float | None = None  # range of A / B over that attempt's pairs
     ratio_high: float | None = None
-    noise: float | None = None  # A/A: max/min - 1 of the quieter side's own rounds
+    pairs: int = 0  # pairs of that attempt
+    noise: float | None = None  # spread of the first attempt's pair ratios, the most outlying pair left out
     limit: float | None = None
     attempts: list[float] = field(default_factory=list)  # each attempt's median ratio (confirmation reruns append)
     reason: str = ""  # why a case is not gated
-    calibrated: bool = False  # ratios of times over the calibration GEMM timed beside the case (else raw times)
-    raw_ratio: float | None = None  # median over the pairs of the raw A / B, for comparison
     a_rounds_s: list[float] = field(default_factory=list)  # each round's time, in pair order (all attempts)
     b_rounds_s: list[float] = field(default_factory=list)
 
@@ -375,6 +374,7 @@ class ABResult:
     cases: list[ABCase]
     pairs: int
     notes: list[str] = field(default_factory=list)
+    first_a_round: dict | None = None  # side A's first round (its JSON), for the history line
 
     @property
     def gated(self) -> list[ABCase]:
@@ -398,84 +398,68 @@ def ab_limit(noise: float) -> float:
     return min(AB_CEILING, max(AB_FLOOR, AB_NOISE_MULTIPLE * noise))
 
 
-def _side_times(rounds: list[dict], *, calibrated: bool = False) -> dict[str, list[float]]:
-    """{fullname: its time in each round}, for the cases that every round of this side timed."""
-    per_round = [per_call_times(doc, calibrated=calibrated) for doc in rounds]
-    names = [name for name in per_round[0] if all(name in times for times in per_round)] if per_round else []
-    return {name: [times[name] for times in per_round] for name in names}
+def median_ratio(ratios: list[float]) -> float:
+    """The median of ratios on a log scale (for an even count the geometric mean of the middle two, so that r and 1/r
+    average to 1)."""
+    return math.exp(statistics.median(math.log(r) for r in ratios))
 
 
-def calibration_ratio(a_rounds: list[dict], b_rounds: list[dict]) -> float | None:
-    """The geometric mean over cases and pairs of A's calibration GEMM time over B's: about 1 when both sides time
-    the same GEMM on the same machine; None without calibrations."""
-    logs = []
-    for a_doc, b_doc in zip(a_rounds, b_rounds):
-        a = {x["fullname"]: (x.get("extra_info") or {}).get("calib_gemm_s") for x in a_doc.get("benchmarks", [])}
-        for x in b_doc.get("benchmarks", []):
-            mine, theirs = a.get(x["fullname"]), (x.get("extra_info") or {}).get("calib_gemm_s")
-            if isinstance(mine, (int, float)) and isinstance(theirs, (int, float)) and mine > 0 and theirs > 0:
-                logs.append(math.log(mine / theirs))
-    return math.exp(statistics.fmean(logs)) if logs else None
+def ratio_noise(ratios: list[float]) -> float:
+    """max / min - 1 of the pair ratios, the one farthest from their median left out when there are three or more."""
+    if len(ratios) < 2:
+        raise ValueError("the noise of a ratio needs at least two pairs")
+    kept = list(ratios)
+    if len(kept) >= 3:
+        middle = median_ratio(kept)
+        kept.remove(max(kept, key=lambda r: abs(math.log(r / middle))))
+    return max(kept) / min(kept) - 1
 
 
-def _series(raw, calibrated, name):
-    """The times a case is gated on: over its calibration where both sides have one, else raw."""
-    if calibrated is not None and name in calibrated[0] and name in calibrated[1]:
-        return calibrated[0][name], calibrated[1][name], True
-    return raw[0][name], raw[1][name], False
+def _times(rounds: list[dict]) -> list[dict[str, float]]:
+    return [per_call_times(doc) for doc in rounds]
 
 
-def _noise(times: list[float]) -> float:
-    return max(times) / min(times) - 1 if len(times) > 1 else 0.0
-
-
-def _pair_ratios(a: list[float], b: list[float]) -> list[float]:
-    return [x / y for x, y in zip(a, b)]
+def _paired(a: list[dict[str, float]], b: list[dict[str, float]], name: str):
+    """The case's times in each pair where both sides timed it: ([a...], [b...])."""
+    pairs = [(x[name], y[name]) for x, y in zip(a, b) if name in x and name in y]
+    return [x for x, _ in pairs], [y for _, y in pairs]
 
 
 def ab_compare(a_rounds: list[dict], b_rounds: list[dict]) -> ABResult:
     """Gate side A against side B from their rounds (pytest-benchmark JSON documents, `a_rounds[i]` paired with
-    `b_rounds[i]`). Which cases are gated, and how, is decided here; see the module docstring."""
-    if not a_rounds or len(a_rounds) != len(b_rounds):
-        raise ValueError(f"the A/B gate needs as many rounds of each side, at least one ({len(a_rounds)} A, "
+    `b_rounds[i]`). Every case either side timed gets a verdict; see the module docstring."""
+    if len(a_rounds) < 2 or len(a_rounds) != len(b_rounds):
+        raise ValueError(f"the A/B gate needs as many rounds of each side, at least two ({len(a_rounds)} A, "
                          f"{len(b_rounds)} B)")
-    a, b = _side_times(a_rounds), _side_times(b_rounds)
+    a, b = _times(a_rounds), _times(b_rounds)
     a_sig, b_sig = signatures(a_rounds[0]), signatures(b_rounds[0])
-    notes = []
-    calib = calibration_ratio(a_rounds, b_rounds)
-    calibrated = None
-    if calib is not None and abs(math.log(calib)) <= math.log(1 + AB_FLOOR):
-        calibrated = (_side_times(a_rounds, calibrated=True), _side_times(b_rounds, calibrated=True))
-        notes.append(f"calibration GEMM, A over B: {calib:.3f} (the two sides' yardstick agrees)")
-    elif calib is not None:
-        notes.append(f"the calibration GEMM differs between the sides ({calib:.3f}x, A over B): it is no common "
-                     "yardstick here, so raw times are compared")
+    names = list(dict.fromkeys(n for times in a + b for n in times))
     cases = []
-    for name in a:
-        if name not in b:
-            cases.append(ABCase(name, "new", a_s=statistics.median(a[name]),
-                                reason="not timed by the reference in every round: not gated"))
+    for name in names:
+        in_a, in_b = sum(name in t for t in a), sum(name in t for t in b)
+        if not in_b or not in_a:
+            side, verdict = ("the reference", "new") if not in_b else ("the working tree", "missing")
+            cases.append(ABCase(name, verdict, reason=f"not timed by {side}: not gated"))
             continue
-        if a_sig[name] != b_sig[name]:
-            diff = ", ".join(f"{k} {b_sig[name][k]!r} -> {a_sig[name][k]!r}" for k in SIGNATURE_KEYS
-                             if a_sig[name][k] != b_sig[name][k])
-            cases.append(ABCase(name, "changed", a_s=statistics.median(a[name]), b_s=statistics.median(b[name]),
-                                reason=f"the two sides time different work ({diff}): not gated"))
+        if in_a < len(a) or in_b < len(b):
+            cases.append(ABCase(name, "incomplete", reason=f"timed in {in_a} of A's and {in_b} of B's {len(a)} "
+                                                            "rounds (a round failed?): not gated"))
             continue
-        series_a, series_b, is_calibrated = _series((a, b), calibrated, name)
-        ratios = _pair_ratios(series_a, series_b)
-        noise = min(_noise(series_a), _noise(series_b))
+        sig_a, sig_b = a_sig.get(name) or {}, b_sig.get(name) or {}
+        if sig_a != sig_b:
+            diff = ", ".join(f"{k} {sig_b.get(k)!r} -> {sig_a.get(k)!r}" for k in SIGNATURE_KEYS
+                             if sig_a.get(k) != sig_b.get(k))
+            cases.append(ABCase(name, "changed", reason=f"the two sides time different work ({diff}): not gated"))
+            continue
+        series_a, series_b = _paired(a, b, name)
+        ratios = [x / y for x, y in zip(series_a, series_b)]
+        noise = ratio_noise(ratios)
         limit = ab_limit(noise)
-        ratio = statistics.median(ratios)
-        cases.append(ABCase(name, _verdict(ratio, limit), statistics.median(a[name]), statistics.median(b[name]),
-                            ratio, min(ratios), max(ratios), noise, limit, [ratio],
-                            calibrated=is_calibrated, raw_ratio=statistics.median(_pair_ratios(a[name], b[name])),
-                            a_rounds_s=list(a[name]), b_rounds_s=list(b[name])))
-    for name in b:
-        if name not in a:
-            cases.append(ABCase(name, "missing", b_s=statistics.median(b[name]),
-                                reason="not timed by the working tree in every round: not gated"))
-    return ABResult(cases, len(a_rounds), notes)
+        ratio = median_ratio(ratios)
+        cases.append(ABCase(name, _verdict(ratio, limit), statistics.median(series_a), statistics.median(series_b),
+                            ratio, min(ratios), max(ratios), len(ratios), noise, limit, [ratio],
+                            a_rounds_s=series_a, b_rounds_s=series_b))
+    return ABResult(cases, len(a_rounds))
 
 
 def _verdict(ratio: float, limit: float) -> str:
@@ -483,28 +467,28 @@ def _verdict(ratio: float, limit: float) -> str:
 
 
 def ab_confirm(result: ABResult, a_rounds: list[dict], b_rounds: list[dict]) -> ABResult:
-    """Fold a rerun of the suspects (new interleaved rounds of both sides) into `result`: a case stays regressed only
-    if this attempt is over its limit too. The limit stays the first attempt's."""
-    a, b = _side_times(a_rounds), _side_times(b_rounds)
-    calibrated = (_side_times(a_rounds, calibrated=True), _side_times(b_rounds, calibrated=True))
+    """Fold a rerun of the suspects (new interleaved pairs of both sides) into `result`: a case stays regressed only
+    if this attempt is over its limit too. The limit stays the first attempt's; the figures shown are the attempt's
+    that decided (the one within the limit, or the least damning one)."""
+    a, b = _times(a_rounds), _times(b_rounds)
     for case in result.regressed:
-        if case.name not in a or case.name not in b:
+        series_a, series_b = _paired(a, b, case.name)
+        if not series_a:
             result.notes.append(f"{case.short}: not in the confirmation rerun of both sides; kept as regressed")
             continue
-        series_a, series_b, _ = _series((a, b), calibrated if case.calibrated else None, case.name)
-        ratios = _pair_ratios(series_a, series_b)
-        ratio = statistics.median(ratios)
+        ratios = [x / y for x, y in zip(series_a, series_b)]
+        ratio = median_ratio(ratios)
         case.attempts.append(ratio)
-        case.a_rounds_s += a[case.name]
-        case.b_rounds_s += b[case.name]
+        case.a_rounds_s += series_a
+        case.b_rounds_s += series_b
+        if ratio <= 1 + case.limit or ratio < case.ratio:
+            case.ratio, case.ratio_low, case.ratio_high, case.pairs = ratio, min(ratios), max(ratios), len(ratios)
+            case.a_s, case.b_s = statistics.median(series_a), statistics.median(series_b)
         if ratio <= 1 + case.limit:
             case.verdict = _verdict(ratio, case.limit)
-            case.ratio, case.ratio_low, case.ratio_high = ratio, min(ratios), max(ratios)
             attempts = ", ".join(f"{x:.2f}x" for x in case.attempts)
             result.notes.append(f"{case.short}: over its {1 + case.limit:.2f}x limit, then within it on rerun "
                                 f"{len(case.attempts) - 1} ({attempts}): noise, not a regression")
-        elif ratio < case.ratio:  # still over: report the least damning attempt
-            case.ratio, case.ratio_low, case.ratio_high = ratio, min(ratios), max(ratios)
     return result
 
 
@@ -514,22 +498,22 @@ def _ms(seconds: float | None) -> str:
 
 def format_ab_report(result: ABResult, *, side_a: str = "A", side_b: str = "B", show: int | None = None) -> str:
     """The A/B gate's verdict: each gated case (the `show` worst, all by default) with its ratio, its range over the
-    pairs, its A/A noise and its limit."""
+    pairs, its noise and its limit; then what was not gated and why."""
     lines = [f"A = {side_a}", f"B = {side_b}",
-             f"{result.pairs} interleaved pair(s) of rounds; ratio = median over the pairs of A / B per call "
-             "(process CPU time on the CPU), each time over the calibration GEMM timed beside it (the machine's "
-             "speed at that moment) unless marked raw; range = its lowest and highest pair"]
+             f"{result.pairs} interleaved pairs of rounds; ratio = median over the pairs of A / B per call (process "
+             "CPU time on the CPU), range = its lowest and highest pair, noise = the spread of the pair ratios with "
+             "the most outlying pair left out (the A/A noise, measured in this run)"]
     gated = sorted(result.gated, key=lambda c: -c.ratio)
     shown = [c for c in gated if c.verdict == "regressed"] + [c for c in gated if c.verdict != "regressed"]
     shown = shown[:max(show, len(result.regressed))] if show is not None else shown
     width = max([len(c.short) for c in shown] + [9])
-    lines.append(f"{'benchmark':<{width}}  {'A ms':>9}  {'B ms':>9}  {'ratio':>5}  {'range':<11}  {'A/A':>5}  "
+    lines.append(f"{'benchmark':<{width}}  {'A ms':>9}  {'B ms':>9}  {'ratio':>5}  {'range':<11}  {'noise':>6}  "
                  f"{'limit':>5}  {'attempts':<16} verdict")
     for c in shown:
         attempts = ", ".join(f"{x:.2f}" for x in c.attempts)
         span = f"{c.ratio_low:.2f}-{c.ratio_high:.2f}"
         lines.append(f"{c.short:<{width}}  {_ms(c.a_s):>9}  {_ms(c.b_s):>9}  {c.ratio:5.2f}  {span:<11}  "
-                     f"{c.noise:5.1%}  {1 + c.limit:5.2f}  {attempts:<16} {c.verdict}" + ("" if c.calibrated else " (raw)"))
+                     f"{c.noise:6.1%}  {1 + c.limit:5.2f}  {attempts:<16} {c.verdict}")
     if len(gated) > len(shown):
         lines.append(f"... and {len(gated) - len(shown)} more within their limits")
     for c in result.cases:
@@ -550,8 +534,8 @@ def format_ab_report(result: ABResult, *, side_a: str = "A", side_b: str = "B", 
         lines.append(f"PASSED: {len(gated)} benchmark(s) within their limits")
     for c in result.regressed:
         lines.append(f"FAILED: {c.name} regressed: {c.ratio:.2f}x the reference (range {c.ratio_low:.2f}-"
-                     f"{c.ratio_high:.2f} over {result.pairs} pairs; limit {1 + c.limit:.2f}x), over its limit on "
-                     f"every one of {len(c.attempts)} attempt(s) ({', '.join(f'{x:.2f}x' for x in c.attempts)})")
+                     f"{c.ratio_high:.2f} over {c.pairs} pairs; limit {1 + c.limit:.2f}x), over its limit on every "
+                     f"one of {len(c.attempts)} attempt(s) ({', '.join(f'{x:.2f}x' for x in c.attempts)})")
     return "\n".join(lines)
 
 
@@ -560,10 +544,9 @@ def ab_summary(result: ABResult) -> dict:
     return {"schema": SCHEMA, "pairs": result.pairs, "passed": result.passed, "geomean_ratio": result.geomean_ratio,
             "floor": AB_FLOOR, "noise_multiple": AB_NOISE_MULTIPLE, "notes": result.notes,
             "cases": [{"name": c.name, "verdict": c.verdict, "a_s": c.a_s, "b_s": c.b_s, "ratio": c.ratio,
-                       "ratio_low": c.ratio_low, "ratio_high": c.ratio_high, "aa_noise": c.noise, "limit": c.limit,
-                       "attempts": c.attempts, "reason": c.reason or None, "calibrated": c.calibrated,
-                       "raw_ratio": c.raw_ratio, "a_rounds_s": c.a_rounds_s,
-                       "b_rounds_s": c.b_rounds_s} for c in result.cases]}
+                       "ratio_low": c.ratio_low, "ratio_high": c.ratio_high, "pairs": c.pairs, "noise": c.noise,
+                       "limit": c.limit, "attempts": c.attempts, "reason": c.reason or None,
+                       "a_rounds_s": c.a_rounds_s, "b_rounds_s": c.b_rounds_s} for c in result.cases]}
 
 
 def load(path) -> dict:

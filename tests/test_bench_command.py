@@ -58,7 +58,12 @@ def repo(tmp_path_factory):
     (repo / "tests/benchmarks/baselines/cpu.json").write_text(json.dumps(foreign_baseline()))
     git(repo.parent, "init", "-q", str(repo))
     git(repo, "add", "-A")
-    git(repo, "-c", "user.name=perfkit tests", "-c", "user.email=tests@perfkit.invalid", "commit", "-q", "-m", "base")
+    commit = ("-c", "user.name=perfkit tests", "-c", "user.email=tests@perfkit.invalid", "commit", "-q")
+    git(repo, *commit, "-m", "base")
+    # A second commit that side B must not see: its code says which commit it is.
+    (repo / "perfkit" / "_tree_marker.py").write_text("MARK = 'second'\n")
+    git(repo, "add", "-A")
+    git(repo, *commit, "-m", "second")
     return repo
 
 
@@ -67,9 +72,9 @@ def test_reference_is_recorded_and_read_back(repo):
     assert done.returncode == 0, done.stdout + done.stderr
     recorded = (repo / "tests/benchmarks/reference-commit.txt").read_text()
     head = git(repo, "rev-parse", "HEAD")
-    assert recorded.splitlines()[-1] == head and "base" in recorded
+    assert recorded.splitlines()[-1] == head and "second" in recorded
     shown = bench(repo, "reference")
-    assert shown.returncode == 0 and shown.stdout.startswith(head) and "base" in shown.stdout
+    assert shown.returncode == 0 and shown.stdout.startswith(head) and "second" in shown.stdout
 
 
 def test_ab_check_of_unchanged_code_passes_without_the_foreign_baseline(repo):
@@ -88,20 +93,24 @@ def test_ab_check_of_unchanged_code_passes_without_the_foreign_baseline(repo):
     assert git(repo, "worktree", "list").count("\n") == 0
 
 
-def test_ab_check_catches_conv2_slowed_on_side_a_only(repo):
-    done = bench(repo, "check", *QUICK_AB, "--against", "HEAD", "--no-save", inject="conv2")
+def test_ab_check_catches_conv2_slowed_on_side_a_only_and_side_b_runs_the_reference(repo):
+    summary = repo.parent / "injected.json"
+    done = bench(repo, "check", *QUICK_AB, "--against", "HEAD~1", "--no-save", "--json", str(summary), inject="conv2")
     assert done.returncode == 1, done.stdout + done.stderr
     failed = [line for line in done.stdout.splitlines() if line.startswith("FAILED")]
     assert len(failed) == 1 and CONV2 in failed[0], done.stdout
     assert "side A ran with an injected slowdown" in done.stdout
-    assert "reaches side A only" in done.stderr
+    assert "reaches side A only" in done.stderr and "A/A" not in done.stderr
+    ran = json.loads(summary.read_text())["ran"]
+    # Each side's own perfkit said which checkout it was imported from.
+    assert ran["A"].removesuffix("-dirty") == git(repo, "rev-parse", "HEAD") and ran["B"] == git(repo, "rev-parse", "HEAD~1")
 
 
 @pytest.mark.parametrize("args, code, message", [
     (("check", "--pairs", "1"), 2, "--pairs must be at least 2"),
-    (("check", "--against", "no-such-revision"), 1, "'no-such-revision' is not a commit"),
+    (("check", "--against", "no-such-revision"), 2, "'no-such-revision' is not a commit"),
     (("check", "--against", "HEAD", "--baseline", "x.json"), 2, "do not mix"),
-    (("reference", "--set", "no-such-revision"), 1, "is not a commit"),
+    (("reference", "--set", "no-such-revision"), 2, "is not a commit"),
 ])
 def test_bad_arguments_name_the_problem(repo, args, code, message):
     done = bench(repo, *args)

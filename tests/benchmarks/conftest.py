@@ -358,9 +358,8 @@ def _prepare(settings, backend, layer, pass_name, shared, calibration) -> Prepar
         **calibration.info(),
     }
 
-    def warmup():
-        for _ in range(2):
-            timed()
+    def warmup():  # one round's worth of calls: caches, the allocator and oneDNN's primitive cache are warm after it
+        timed()
 
     return PreparedCase(settings, calibration, timed, warmup, info)
 
