@@ -27,7 +27,7 @@ Per case (`ab_compare`):
 
 Measured on a 2-core AMD EPYC (family 23 model 49) VM, the 48 CPU cases, 4 pairs, 2 confirmation reruns at most:
 five A/A checks of unchanged code passed, their worst case within its limit at 1.08x to 1.28x; five checks with
-conv2 slowed by the injected 30% failed, each naming exactly conv2's forward and train_step at 1.26x to 1.33x. A
+conv2 slowed by the injected 30% failed, each naming exactly conv2's forward and train_step at 1.20x to 1.33x. A
 check takes 5 to 7 minutes (`the check took N s` in its report).
 
 A calibration GEMM timed beside each case does not help here: tried, its own time differed by 10% between two
