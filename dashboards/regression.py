@@ -160,7 +160,7 @@ def _ab_check(data, ab: dict):
     caption = (f"{verdict}. A = {esc(ab.get('side_a', '?'))}; B = {esc(ab.get('side_b', '?'))}. "
                f"{ab.get('pairs')} interleaved pairs of rounds; geometric mean ratio "
                + (f"{ab['geomean_ratio']:.3f}" if ab.get("geomean_ratio") else "-") + "."
-               + (f" Not gated: " + "; ".join(f"{esc(c['name'].split('::')[-1])} ({esc(c['verdict'])}: "
+               + (" Not gated: " + "; ".join(f"{esc(c['name'].split('::')[-1])} ({esc(c['verdict'])}: "
                                               f"{esc(c.get('reason') or '')})" for c in untimed) if untimed else ""))
     return finish(fig, "regression-ab-check", "The last A/B check: working tree against the reference", data, None,
                   height=max(300, 140 + 20 * len(cases)), provenance_text=f"perfkit bench check, reference "
