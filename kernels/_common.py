@@ -43,6 +43,24 @@ def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_
     return pid_m, pid_n
 
 
+# Set while `perfkit.kernels.tuning.recording_launches` records launches instead of running them: (arch, SM count) of
+# the GPU the launches are for, so that host logic that depends on the device (split counts, the config table) sees
+# that GPU and not the CPU tensors standing in for its memory.
+_RECORDING_TARGET: tuple[str, int] | None = None
+
+
+def recording_target() -> tuple[str, int] | None:
+    """(arch such as "sm_90", SM count) while launches are being recorded for ahead-of-time compilation, else None."""
+    return _RECORDING_TARGET
+
+
+def multiprocessor_count(device: torch.device) -> int:
+    """SMs of the GPU a launch is for: the recorded target's while recording, else the CUDA device's."""
+    if _RECORDING_TARGET is not None:
+        return _RECORDING_TARGET[1]
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def is_interpreting() -> bool:
     """True when the kernels of this package run under Triton's CPU interpreter (``TRITON_INTERPRET=1`` was set before
     ``perfkit.kernels`` was imported). Interpreter timings mean nothing; use it for correctness only."""
@@ -63,16 +81,21 @@ def gemm_config(bm: int, bn: int, bk: int, warps: int, stages: int, group_m: int
 
 
 def tuned(configs: list[triton.Config], key: list[str], prune=None, interpreter_blocks: dict | None = None):
-    """Decorator for a tiled kernel: ``triton.autotune`` over ``configs`` on a GPU. Under the interpreter, where
-    autotuning cannot benchmark, ``triton.heuristics`` with ``interpreter_blocks`` ({meta-parameter: fn(args)}) instead:
-    block sizes fitted to each problem, because masked lanes cost the interpreter as much as real ones (a 64-wide
-    tile over 16 channels is four times the work), and the interpreter's cost is per element and per loop step."""
+    """Decorator for a tiled kernel: a `TunedKernel` over ``configs`` on a GPU (one config per problem by default,
+    the whole list under ``PERFKIT_AUTOTUNE=full``; see `perfkit.kernels.tuning`). Under the interpreter, which cannot
+    benchmark, ``triton.heuristics`` with ``interpreter_blocks`` ({meta-parameter: fn(args)}) instead: block sizes
+    fitted to each problem, because masked lanes cost the interpreter as much as real ones (a 64-wide tile over 16
+    channels is four times the work), and the interpreter's cost is per element and per loop step. Without
+    ``interpreter_blocks`` the interpreter runs the list's first config."""
 
     def decorator(fn):
-        if is_interpreting() and interpreter_blocks:
-            return triton.heuristics(interpreter_blocks)(fn)
-        kwargs = {"prune_configs_by": {"early_config_prune": prune}} if prune else {}
-        return triton.autotune(configs=configs, key=key, **kwargs)(fn)
+        if is_interpreting():
+            if interpreter_blocks:
+                return triton.heuristics(interpreter_blocks)(fn)
+            return triton.autotune(configs=configs[:1], key=key)(fn)
+        from .tuning import TunedKernel
+
+        return TunedKernel(fn, configs, key, prune)
 
     return decorator
 
@@ -88,13 +111,16 @@ def keep_configs(configs: list[triton.Config], keep) -> list[triton.Config]:
     return kept or configs[:1]
 
 
-# Dynamic shared memory per block on Hopper (H100/H200): 227 KiB.
+# Dynamic shared memory per block on Hopper (H100/H200): 227 KiB. The estimate below only proposes pipeline depths;
+# what a GPU may launch is decided by the compiler's own figure (perfkit.kernels.tuning, `perfkit kernels check`).
 SHARED_MEMORY_BYTES = 227 * 1024
 
 
 def fit_pipeline_stages(configs: list[triton.Config], elem_bytes: int, stage_elements=None) -> list[triton.Config]:
     """Lower num_stages of GEMM configs (BLOCK_M, BLOCK_N, BLOCK_K) until their operand ring buffers fit in shared
     memory for this element size: the 16-bit sweep would not launch in float32 otherwise. Duplicates are dropped.
+    This is an estimate (operand buffers only, no epilogue scratch); the configs the compiler then finds over the
+    limit are pruned by `perfkit.kernels.tuning` from the committed per-arch tables.
     ``stage_elements(bm, bn, bk)``: operand elements per stage, (M x K) + (K x N) by default; a GEMM whose reduction
     runs along BLOCK_M (the convolution's weight gradient) passes its own."""
     out, seen = [], set()
@@ -145,7 +171,7 @@ def check_device(name: str, t: torch.Tensor) -> None:
     if t.device.type == "cuda":
         return
     if t.device.type == "cpu":
-        if is_interpreting():
+        if is_interpreting() or recording_target() is not None:
             return
         raise ValueError(_CPU_MESSAGE.format(name=name))
     raise ValueError(f"{name} is on device {t.device}; Triton kernels need a CUDA tensor")

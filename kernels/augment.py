@@ -35,7 +35,7 @@ def augment_configs() -> list[triton.Config]:
     return _common.select_configs(gpu, triton.Config({"BLOCK": 1024}, num_warps=4))
 
 
-@triton.autotune(configs=augment_configs(), key=["OH", "OW", "sxc", "syc"])
+@_common.tuned(configs=augment_configs(), key=["OH", "OW", "sxc", "syc"])
 @triton.jit
 def _augment_kernel(
     x_ptr, y_ptr, top_ptr, left_ptr, flip_ptr, alpha_ptr, color_ptr, mean_ptr, std_ptr,

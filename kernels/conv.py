@@ -70,6 +70,10 @@ def conv_configs() -> list[triton.Config]:
         cfg(128, 32, 64, 4, 4),
         cfg(128, 128, 16, 4, 4),  # C / groups = 48 (AlexNet conv2) splits exactly into 16-channel chunks
         cfg(128, 64, 16, 4, 5),
+        # Small tiles: IEEE float32 has no tensor-core path, so its operands and the gathered A indices live in
+        # registers, and every larger tile spills on sm_90 for conv1's flat K (perfkit kernels check).
+        cfg(64, 64, 32, 4, 3),
+        cfg(64, 32, 32, 4, 3),
     ]
     return gpu  # the interpreter fits its blocks to each problem instead (see _common.tuned)
 
@@ -307,6 +311,10 @@ def wgrad_configs() -> list[triton.Config]:
         cfg(32, 128, 128, 8, 4),
         cfg(64, 128, 32, 4, 4),
         cfg(64, 64, 16, 4, 5),
+        # Small tiles for float32, whose larger ones spill on sm_90 (conv1's flat taps, conv2 with a fused ReLU).
+        cfg(32, 64, 64, 4, 3),
+        cfg(32, 32, 64, 4, 3),
+        cfg(64, 32, 32, 4, 3),
     ]
     return gpu
 
@@ -441,9 +449,9 @@ def _split_sum_kernel(ws_ptr, out_ptr, numel, SPLIT: tl.constexpr, BLOCK: tl.con
 def choose_wgrad_split(m: int, tiles: int, device: torch.device) -> int:
     """How many slices to cut the weight gradient's reduction (N * OH * OW pixels) into: enough programs to cover
     the SMs with 128 x 128 tiles, each slice at least 2048 pixels deep, at most 64. Always 1 under the interpreter."""
-    if _common.is_interpreting() or device.type != "cuda":
+    if _common.is_interpreting() or (device.type != "cuda" and _common.recording_target() is None):
         return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = _common.multiprocessor_count(device)
     if 2 * tiles >= sms:
         return 1
     return max(1, min(triton.cdiv(sms, tiles), m // 2048, 64))

@@ -20,7 +20,7 @@ from ._common import dropout_keep
 from .activation import elementwise_launch, flat_view
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a new seed every call must not compile a new binary
 def _dropout_kernel(x_ptr, y_ptr, n_elements, p, scale, seed, BLOCK: tl.constexpr):
     start = tl.program_id(0).to(tl.int64) * BLOCK
     offsets = start + tl.arange(0, BLOCK)

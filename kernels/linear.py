@@ -97,7 +97,7 @@ def _interpreter_gemm_blocks() -> dict:
 @_common.tuned(configs=gemm_configs(),
                key=["M", "N", "K", "stride_xm", "stride_xk", "stride_wn", "stride_wk", "DOT_PRECISION"],
                prune=_prune_gemm, interpreter_blocks=_interpreter_gemm_blocks())
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a new seed every call must not compile a new binary
 def _linear_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
     M, N, K,
@@ -148,10 +148,10 @@ def splitk_configs() -> list[triton.Config]:
     return _common.select_configs(gpu, cfg(64, 128, 128, 4, 1))
 
 
-@triton.autotune(configs=splitk_configs(),
-                 key=["M", "N", "K", "K_PER_SPLIT", "stride_xm", "stride_xk", "stride_wn", "stride_wk",
-                      "DOT_PRECISION"],
-                 prune_configs_by={"early_config_prune": _prune_gemm})
+@_common.tuned(configs=splitk_configs(),
+               key=["M", "N", "K", "K_PER_SPLIT", "stride_xm", "stride_xk", "stride_wn", "stride_wk",
+                    "DOT_PRECISION"],
+               prune=_prune_gemm)
 @triton.jit
 def _linear_splitk_kernel(
     x_ptr, w_ptr, ws_ptr,
@@ -185,7 +185,7 @@ def _linear_splitk_kernel(
     tl.store(ws_ptr + ws_offsets, acc, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a new seed every call must not compile a new binary
 def _linear_splitk_epilogue_kernel(
     ws_ptr, b_ptr, y_ptr, M, N, MN, p, scale, seed,
     SPLIT_K: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, DROPOUT: tl.constexpr,
@@ -206,9 +206,9 @@ def _linear_splitk_epilogue_kernel(
 def choose_split_k(M: int, N: int, K: int, device: torch.device) -> int:
     """How many slices to cut K into: enough for 128 x 128 output tiles to cover the SMs, each slice >= 1024 deep,
     at most 8; 1 (no split) when the tiles alone cover half the SMs. Always 1 under the interpreter."""
-    if _common.is_interpreting() or device.type != "cuda":
+    if _common.is_interpreting() or (device.type != "cuda" and _common.recording_target() is None):
         return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = _common.multiprocessor_count(device)
     tiles = triton.cdiv(M, 128) * triton.cdiv(N, 128)
     if 2 * tiles >= sms:
         return 1
@@ -316,7 +316,7 @@ def matmul_nt(x: torch.Tensor, weight: torch.Tensor, bias=None, code: int = 0, d
     return y
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a new seed every call must not compile a new binary
 def _linear_dz_kernel(
     dy_ptr, y_ptr, dz_ptr, db_ptr,
     M, N, stride_dym, stride_dyn, p, scale, seed,

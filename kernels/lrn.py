@@ -34,8 +34,20 @@ import triton
 import triton.language as tl
 
 from . import _common
-from .pool import (argmax_update, index_dtype, interpreter_tile, pool_configs, pool_gather, pool_geometry,
-                   tile_grid, tile_of_program)
+from .pool import argmax_update, index_dtype, interpreter_tile, pool_gather, pool_geometry, tile_grid, tile_of_program
+
+
+def lrn_configs() -> list[triton.Config]:
+    """Tiles for the LRN kernels: at most 8 (channel, pixel) elements per thread. Each element carries its LRN window
+    (SIZE loads), and in the fused kernels the running max and argmax or the backward's five channel terms, so the
+    pooling kernels' 16 per thread ran out of registers (255, with 300 to 1,350 B of spills in every config of the
+    fused forward and backward on sm_90). 4 per thread compiles without spills for every AlexNet LRN."""
+
+    def cfg(bc, bq, warps):
+        return triton.Config({"BLOCK_C": bc, "BLOCK_Q": bq}, num_warps=warps)
+
+    return [cfg(8, 64, 4), cfg(16, 32, 4), cfg(32, 16, 4), cfg(8, 128, 4), cfg(16, 64, 4), cfg(8, 256, 8),
+            cfg(32, 64, 8)]
 
 
 @triton.jit
@@ -66,7 +78,7 @@ def lrn_at(base, offs_c, C, sxc, pix, pix_ok, alpha_over_n, beta, k,
     return x * tl.exp2(-beta * tl.log2(d))
 
 
-@_common.tuned(configs=pool_configs(), key=["N", "C", "Q", "sxc", "SIZE"],
+@_common.tuned(configs=lrn_configs(), key=["N", "C", "Q", "sxc", "SIZE"],
                interpreter_blocks=interpreter_tile(lambda a: a["N"] * a["Q"]))
 @triton.jit
 def _lrn_kernel(
@@ -83,7 +95,7 @@ def _lrn_kernel(
     tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=(offs_c < C)[:, None] & q_ok[None, :])
 
 
-@_common.tuned(configs=pool_configs(), key=["N", "C", "OH", "OW", "sxc", "SIZE", "KH", "KW", "STORE_INDEX"],
+@_common.tuned(configs=lrn_configs(), key=["N", "C", "OH", "OW", "sxc", "SIZE", "KH", "KW", "STORE_INDEX"],
                interpreter_blocks=interpreter_tile(lambda a: a["N"] * a["OH"] * a["OW"]))
 @triton.jit
 def _lrn_max_pool2d_kernel(
@@ -122,7 +134,7 @@ def _lrn_max_pool2d_kernel(
         tl.store(idx_ptr + out_offsets, arg.to(idx_ptr.dtype.element_ty), mask=c_ok[:, None] & q_ok[None, :])
 
 
-@_common.tuned(configs=pool_configs(), key=["N", "C", "H", "W", "sxc", "SIZE", "FROM_POOL", "KH", "KW"],
+@_common.tuned(configs=lrn_configs(), key=["N", "C", "H", "W", "sxc", "SIZE", "FROM_POOL", "KH", "KW"],
                interpreter_blocks=interpreter_tile(lambda a: a["N"] * a["H"] * a["W"]))
 @triton.jit
 def _lrn_backward_kernel(

@@ -10,6 +10,9 @@
     perfkit merge OUT IN...
     perfkit campaign [--device ...] [--out DIR] [--budget-minutes M] [--quick]   everything, in one folder
     perfkit dashboard [--store PATH ...] [-o report.html] [--png DIR] [--benchmarks DIR]
+    perfkit kernels check [--arch sm_90,sm_80] [--configs default|all] [--format table|json] [--write-tables]
+                                                                       every Triton binary a GPU run needs, compiled
+                                                                       ahead of time and checked, with no GPU
 
 Exit status: 0 success, 1 a failure while working (a refused store, a failed run), 2 bad arguments.
 """
@@ -52,6 +55,28 @@ def positive_float(text: str) -> float:
     return value
 
 
+def _names(text: str, allowed, what: str) -> list[str]:
+    """A comma-separated list of names from ``allowed``, in order, without repeats."""
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    bad = [a for a in names if a not in allowed]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(bad) or text!r} (choose from "
+                                         f"{', '.join(allowed)}, comma-separated)")
+    return list(dict.fromkeys(names))
+
+
+def arch_list(text: str) -> list[str]:
+    from perfkit.kernelcheck import ARCH_NAMES
+
+    return _names(text, ARCH_NAMES, "arch")
+
+
+def precision_list(text: str) -> list[str]:
+    from perfkit.kernelcheck import PRECISIONS
+
+    return _names(text, PRECISIONS, "precision")
+
+
 def device_arg(text: str) -> str:
     if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
         return text
@@ -70,6 +95,30 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--new-run", action="store_true",
                    help="start a new run even if an unfinished one with the same arguments could be resumed")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
+    _add_autotune_arg(p)
+
+
+def _add_autotune_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--autotune", choices=("default", "full"), default=None,
+                   help="Triton configs on a GPU: default (one per problem, from the committed per-arch table) or "
+                        "full (sweep every config, then write the winners beside the store in the table's format); "
+                        "default: $PERFKIT_AUTOTUNE or default")
+
+
+def _apply_autotune(args) -> None:
+    import os
+
+    if getattr(args, "autotune", None):
+        os.environ["PERFKIT_AUTOTUNE"] = args.autotune
+
+
+def _write_sweep_winners(out_dir: Path) -> None:
+    """After a PERFKIT_AUTOTUNE=full run: the swept winners per arch, in the committed tables' format."""
+    from perfkit.kernelcheck import write_sweep_winners
+
+    for path in write_sweep_winners(out_dir):
+        print(f"autotune winners written to {path} (commit as perfkit/kernels/tables/<arch>.json 'defaults')",
+              file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +182,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="the studies' full grids (hours on one GPU: the budget cuts "
                                                        "them; rerun to resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
+    _add_autotune_arg(p)
+
+    p = sub.add_parser("kernels", help="the Triton kernels: compile them ahead of time for a GPU and check the binaries")
+    ksub = p.add_subparsers(dest="kernels_command", metavar="ACTION", parser_class=_Parser)
+    ksub.required = True
+    k = ksub.add_parser("check", help="compile every binary a GPU run needs, for each arch, with no GPU present; exit 1 "
+                                      "on a compile error, an unlaunchable binary, a GEMM without tensor cores or a "
+                                      "default that spills")
+    k.add_argument("--arch", type=arch_list, default=["sm_90"], metavar="ARCHES",
+                   help="comma-separated: sm_90 (H100, H200), sm_80 (A100) (default: sm_90)")
+    k.add_argument("--configs", choices=("default", "all", "search"), default="default",
+                   help="default: the one config per problem a default GPU run uses; all: every config of the lists "
+                        "(what PERFKIT_AUTOTUNE=full sweeps); search: per problem, configs in order of preference "
+                        "until a clean one (enough for --write-tables)")
+    k.add_argument("--format", choices=("table", "json"), default="table")
+    k.add_argument("--batch", type=positive_int, default=128, help="the AlexNet cases' batch (default 128)")
+    k.add_argument("--precision", type=precision_list, default=None, metavar="LIST",
+                   help="comma-separated subset of float32 (IEEE), tf32, float16, bfloat16 (default: all four)")
+    k.add_argument("--jobs", type=positive_int, default=None, help="compile processes (default: one per core)")
+    k.add_argument("--json", default=None, metavar="PATH", help="also write the full report (every binary) as JSON")
+    k.add_argument("--write-tables", action="store_true",
+                   help="with --configs all or search: write kernels/tables/<arch>.json (unlaunchable configs, "
+                        "defaults) from the compiler's figures")
+    k.add_argument("--no-progress", action="store_true", help="no progress display")
 
     p = sub.add_parser("bench", help="the pytest-benchmark regression suite: run it, gate it, refresh its baseline")
     from perfkit.bench import add_arguments as _add_bench_arguments
@@ -192,6 +265,7 @@ def _run_studies(names, args, parser, command) -> int:
     if options is None:
         return code
     store = args.store or default_store_path()
+    _apply_autotune(args)
     failed = 0
     for name in names:
         study = get_study(name)
@@ -207,6 +281,7 @@ def _run_studies(names, args, parser, command) -> int:
         df = load_measurements(result.store_path)
         failed += int((df[df.run_id == result.run_id].status.isin(["error"])).sum())
     print(f"stored in {store}; `perfkit results --store {store}` lists the rows.", file=sys.stderr)
+    _write_sweep_winners(Path(store).resolve().parent)
     if failed:
         print(f"perfkit {command}: {failed} case(s) failed with an error; see the 'note' column.", file=sys.stderr)
         return 1
@@ -398,8 +473,10 @@ def cmd_campaign(args, parser) -> int:
 
     if args.quick and args.full:
         return _usage_error(parser, "campaign", "--quick and --full contradict each other")
+    _apply_autotune(args)
     campaign = run_campaign(args.device, args.out, args.budget_minutes, quick=args.quick, full=args.full,
                             show_progress=not args.no_progress)
+    _write_sweep_winners(Path(campaign.out))
     print((campaign.out / "HEADLINES.md").read_text() if (campaign.out / "HEADLINES.md").exists() else "")
     print(f"perfkit campaign: {campaign.elapsed() / 60:.1f} min; results in {campaign.out}", file=sys.stderr)
     return 0 if campaign.ok else 1
@@ -411,7 +488,53 @@ def cmd_bench(args, parser) -> int:
     return bench_main(args)
 
 
-COMMANDS = {"run": cmd_run, "study": cmd_study, "layers": cmd_layers, "env": cmd_env, "results": cmd_results,
+def cmd_kernels(args, parser) -> int:
+    import os
+    import subprocess
+
+    if args.write_tables and args.configs == "default":
+        return _usage_error(parser, "kernels check", "--write-tables needs --configs all or search (a default is "
+                                                     "chosen among the configs of a list)")
+
+    if os.environ.get("TRITON_INTERPRET") == "1" or "perfkit.kernels" in sys.modules:
+        # The kernels are compiled for a GPU: they must be imported without the interpreter, in a fresh process.
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        argv = [sys.executable, "-m", "perfkit", "kernels", "check", *_kernels_argv(args)]
+        return subprocess.run(argv, env=env).returncode
+    from perfkit import kernelcheck
+
+    try:
+        report = kernelcheck.run_check(args.arch, args.configs, args.batch, args.jobs,
+                                       args.precision or kernelcheck.PRECISIONS, args.write_tables,
+                                       progress=not args.no_progress)
+    except ValueError as exc:
+        return _usage_error(parser, "kernels check", str(exc))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str) + "\n")
+    if args.format == "json":
+        print(json.dumps(report, indent=1, default=str))
+    else:
+        print(kernelcheck.format_report(report))
+    return 1 if report["failed"] else 0
+
+
+def _kernels_argv(args) -> list[str]:
+    argv = ["--arch", ",".join(args.arch), "--configs", args.configs, "--format", args.format,
+            "--batch", str(args.batch)]
+    if args.precision:
+        argv += ["--precision", ",".join(args.precision)]
+    if args.jobs:
+        argv += ["--jobs", str(args.jobs)]
+    if args.json:
+        argv += ["--json", args.json]
+    if args.write_tables:
+        argv.append("--write-tables")
+    if args.no_progress:
+        argv.append("--no-progress")
+    return argv
+
+
+COMMANDS = {"kernels": cmd_kernels, "run": cmd_run, "study": cmd_study, "layers": cmd_layers, "env": cmd_env, "results": cmd_results,
             "merge": cmd_merge, "dashboard": cmd_dashboard, "campaign": cmd_campaign, "bench": cmd_bench}
 
 if __name__ == "__main__":

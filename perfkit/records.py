@@ -53,6 +53,8 @@ class Measurement:
     warmup_repetitions: int | None = None
     l2_flushed: bool | None = None  # GPU L2 flushed before each repetition (False: hot cache; always False on the CPU)
     cuda_graph: bool | None = None  # the timed call was a CUDA-graph replay
+    autotune_policy: str | None = None  # triton rows: "default" (committed tables) or "full" (swept on this GPU)
+    kernel_configs: str | None = None  # triton rows: JSON {kernel: {problem: {"config", "from"}}} of the launches
     timing_note: str | None = None
 
     # -- work and rates (cost model, see perfkit.specs) ---------------------------------------------------------------

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, replace
@@ -75,6 +76,7 @@ class RunnerConfig:
     powercap_root: str = str(POWERCAP_ROOT)  # where RAPL's sysfs tree is (tests point it elsewhere)
     device_peaks: bool = True  # measure the devices' peaks for the roofline fields
     deadline: float | None = None  # time.monotonic() after which no new case starts (a time budget)
+    precompile: bool = True  # compile the triton GPU cases' binaries in parallel before the first case
 
 
 def run_in_window(monitors: Sequence, body):
@@ -118,6 +120,17 @@ def case_cost(network: Network, case: Case, layers):
         return network.cost(case.pass_name, case.batch, case.dtype)
     return sum((spec.cost(case.pass_name, case.batch, case.dtype) for spec in layers[1:]),
                layers[0].cost(case.pass_name, case.batch, case.dtype))
+
+
+def _kernel_tuning(case: Case):
+    """perfkit.kernels.tuning for a triton case on a GPU (its rows record the configs launched), else None."""
+    if case.backend != "triton" or not case.device.startswith("cuda"):
+        return None
+    try:
+        from perfkit.kernels import tuning
+    except ImportError:
+        return None
+    return tuning
 
 
 @contextlib.contextmanager
@@ -190,6 +203,7 @@ class Runner:
             if case.key not in seen:
                 seen.add(case.key)
                 todo.append(case)
+        self._precompile(todo)
         progress = Progress(len(todo), title=self.study, enabled=self.show_progress)
         rows = []
         self.cases_not_run = 0
@@ -212,6 +226,21 @@ class Runner:
         finally:
             progress.close()
         return rows
+
+    def _precompile(self, cases: Sequence[Case]) -> None:
+        """Compile the binaries of the triton GPU cases on every host core before the first is timed (perfkit.
+        kernelcheck.precompile_cases), so that no case waits for serial compiles. A failure here is reported and the
+        cases compile on first use instead."""
+        wanted = [c for c in cases if c.backend == "triton" and c.device.startswith("cuda")]
+        if not self.config.precompile or not wanted or not torch.cuda.is_available():
+            return
+        from perfkit.kernelcheck import precompile_cases
+
+        try:
+            precompile_cases(wanted, self.config.check_batch)
+        except Exception as exc:  # the run goes on: the kernels compile when first launched
+            print(f"perfkit: precompile failed ({type(exc).__name__}: {exc}); kernels compile on first use",
+                  file=sys.stderr)
 
     def _would_skip(self, case: Case) -> bool:
         """Whether the case would only be recorded as skipped (which costs nothing, so a deadline does not stop it):
@@ -294,9 +323,15 @@ class Runner:
             return replace(row, status="skipped", note=reason, finished_at=utc_now())
         try:
             row.device_name = device_name(case.device, self.env)
+            tuning = _kernel_tuning(case)
+            if tuning is not None:
+                tuning.reset_configs_used()
             with cpu_threads(case.threads), float32_precision(case.dtype):
                 row.threads = torch.get_num_threads()
                 row = self._check_and_time(case, backend, row)
+            if tuning is not None:
+                row = replace(row, autotune_policy=tuning.autotune_policy(),
+                              kernel_configs=json.dumps(tuning.configs_used(), sort_keys=True))
         except Exception as exc:  # recorded, and the run goes on
             row = replace(row, **failure_fields(exc))
         finally:

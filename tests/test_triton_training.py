@@ -173,9 +173,10 @@ def triton_kernel_names() -> set[str]:
         module = importlib.import_module(f"perfkit.kernels.{module_name}")
         for attr, value in vars(module).items():
             fn = value
-            while hasattr(fn, "fn"):  # Autotuner / Heuristics -> JITFunction
+            # TunedKernel / Autotuner / Heuristics -> JITFunction (whose own .fn is the Python function)
+            while type(fn).__name__ not in ("JITFunction", "InterpretedFunction") and hasattr(fn, "fn"):
                 fn = fn.fn
-            if type(fn).__name__ == "JITFunction":
+            if type(fn).__name__ in ("JITFunction", "InterpretedFunction"):
                 names.add(attr)
     return names
 
@@ -268,3 +269,12 @@ def test_train_step_side_by_side_with_eager_and_compile_bf16(tmp_path):
     assert data["triton"]["status"] == "ok", data["triton"]
     assert data["torch"]["status"] == "ok", data["torch"]
     assert data["triton"]["speedup_vs_eager"] >= 0.8, data
+
+
+def test_the_kernel_names_the_gpu_check_trusts_are_found():
+    """The GPU test above accepts a kernel as perfkit's by name; an empty or partial list would let a cuDNN or
+    cuBLAS launch through unnoticed, so the names must be found behind every wrapper (TunedKernel, autotune,
+    heuristics) here too."""
+    names = triton_kernel_names()
+    assert {"_conv2d_kernel", "_conv2d_dgrad_kernel", "_conv2d_wgrad_kernel", "_linear_kernel",
+            "_linear_splitk_kernel", "_lrn_max_pool2d_kernel", "_sgd_kernel", "_cross_entropy_kernel"} <= names
