@@ -205,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--write-tables", action="store_true",
                    help="with --configs all or search: write kernels/tables/<arch>.json (unlaunchable configs, "
                         "defaults) from the compiler's figures")
+    k.add_argument("--avoid-from", action="append", default=[], metavar="REPORT",
+                   help="with --write-tables: a --json report of a check under another triton version; configs that "
+                        "spilled or failed there are not chosen as defaults (repeatable)")
     k.add_argument("--no-progress", action="store_true", help="no progress display")
 
     p = sub.add_parser("bench", help="the pytest-benchmark regression suite: run it, gate it, refresh its baseline")
@@ -503,6 +506,7 @@ def cmd_kernels(args, parser) -> int:
         return subprocess.run(argv, env=env).returncode
     from perfkit import kernelcheck
 
+    kernelcheck.avoid_from_reports(args.avoid_from)
     try:
         report = kernelcheck.run_check(args.arch, args.configs, args.batch, args.jobs,
                                        args.precision or kernelcheck.PRECISIONS, args.write_tables,
@@ -529,6 +533,8 @@ def _kernels_argv(args) -> list[str]:
         argv += ["--json", args.json]
     if args.write_tables:
         argv.append("--write-tables")
+    for path in args.avoid_from:
+        argv += ["--avoid-from", path]
     if args.no_progress:
         argv.append("--no-progress")
     return argv

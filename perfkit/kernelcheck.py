@@ -91,11 +91,7 @@ def record_case(case, arch: str, multiprocessors: int, batch: int | None = None)
     batch = batch or case.batch
     with float32_precision(case.dtype), tuning.recording_launches(arch, multiprocessors) as launches:
         if case.layer == AUGMENT:
-            from perfkit import augment
-
-            work = augment.work(replace(case, device="cpu", batch=batch), 1, 0, 0)
-            run, _ = work.timed()
-            run()
+            _record_augment(case, batch)
         else:
             backend = get_backend(case.backend)
             layers = case_layers(build_network(case.variant, case.activation), case)
@@ -108,6 +104,28 @@ def record_case(case, arch: str, multiprocessors: int, batch: int | None = None)
                     workload.prepare()
                 workload.run()
     return launches
+
+
+def _record_augment(case, batch: int) -> None:
+    """One call of the augmentation kernel as an augment case makes it: stored 256 x 256 images (uint8, or float32
+    with the `input` option) in channels_last, the crop's draws, and stand-in lighting statistics. The launch depends
+    on shapes, dtypes and layouts only, so no photographs are needed (the GPU machine has no scikit-learn)."""
+    import torch
+
+    from perfkit import augment
+    from perfkit.model import torch_dtype
+
+    images = torch.empty((batch, 3, augment.SOURCE_SIZE, augment.SOURCE_SIZE), dtype=torch.uint8)
+    if case.option("input", "uint8") == "float32":
+        images = images.to(torch.float32)
+    images = images.contiguous(memory_format=torch.channels_last)
+    draws = augment.draw(batch, (augment.SOURCE_SIZE, augment.SOURCE_SIZE), augment.CROP,
+                         torch.Generator().manual_seed(0), "cpu")
+    lighting = augment.Lighting(torch.ones(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64),
+                                torch.full((3,), 0.5, dtype=torch.float64), torch.full((3,), 0.25, dtype=torch.float64),
+                                1, "stand-in for recording a launch")
+    augment.augment_triton(images, draws, lighting, augment.CROP, torch_dtype(case.dtype),
+                           channels_last=case.option("layout", "nchw") == "channels_last")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -218,12 +236,37 @@ def judge(binary: Binary, arch: str) -> None:
     binary.verdict = "ok"
 
 
+# (arch, kernel, problem, config label) found unfit to be a default by a check under another triton version
+# (`--avoid-from`): the tables must hold defaults that are clean under every version a GPU machine may have.
+_AVOID: set = set()
+
+
+def avoid_from_reports(paths) -> int:
+    """Mark as unfit the (kernel, problem, config) that spilled, could not launch or failed in the JSON reports of
+    earlier checks (``--json``), typically run under another triton. Returns how many were marked."""
+    before = len(_AVOID)
+    for path in paths:
+        report = json.loads(Path(path).read_text())
+        for arch, entry in report["arches"].items():
+            for row in entry["binaries"]:
+                if not row.get("problem") or not row.get("config"):
+                    continue
+                bad = row.get("error") or row.get("spill_store_bytes") or row["verdict"] in ("FAIL", "pruned")
+                if bad:
+                    for problem in row["problem"].split(" ; "):
+                        _AVOID.add((arch, row["kernel"], problem, row["config"]))
+    return len(_AVOID) - before
+
+
 def _clean(binary: Binary, arch: str) -> bool:
-    """Launchable, compiled, tensor cores where due, and no spills: fit to be a default."""
+    """Launchable, compiled, tensor cores where due, and no spills (here, and in the reports of `avoid_from_reports`):
+    fit to be a default."""
     from perfkit.kernels import aot
 
     f = binary.figures
     if f is None or f.error or aot.launch_problems(f, arch) or f.spill_store_bytes:
+        return False
+    if any((arch, binary.spec.kernel, problem, binary.spec.config) in _AVOID for problem in binary.problems):
         return False
     return not (f.has_dot and binary.precisions & set(TENSOR_CORE_PRECISIONS) and not (f.wgmma or f.mma_sync))
 
@@ -325,7 +368,8 @@ def run_check(arches, configs: str = "default", batch: int = 128, jobs: int | No
             if configs not in ("all", "search"):
                 raise ValueError("--write-tables needs --configs all or search: a default is chosen among the "
                                  "configs of a list")
-            command = f"perfkit kernels check --arch {arch} --configs {configs} --write-tables"
+            command = f"perfkit kernels check --arch {arch} --configs {configs} --write-tables" + \
+                (f" (avoiding {len(_AVOID)} configs unfit in --avoid-from reports)" if _AVOID else "")
             table = build_table(binaries, arch, command)
             path = Path(__file__).resolve().parent.parent / "kernels" / "tables" / f"{arch}.json"
             if not path.parent.exists():
@@ -530,7 +574,11 @@ def precompile_cases(cases, check_batch: int, jobs: int | None = None, stream=No
 
     from perfkit.kernels import aot
 
-    triton_cases = [c for c in cases if c.backend == "triton" and c.device.startswith("cuda")]
+    from perfkit import augment
+    from perfkit.cases import AUGMENT
+
+    triton_cases = [c for c in cases if c.backend == "triton" and c.device.startswith("cuda")
+                    and not (c.layer == AUGMENT and augment.unavailable_reason(c))]  # skipped cases compile nothing
     if not triton_cases or not torch.cuda.is_available():
         return {"binaries": 0, "seconds": 0.0, "errors": 0}
     started = time.perf_counter()
