@@ -139,7 +139,7 @@ def nearest_problem(problem: str, known) -> str | None:
 
 # (kernel, problem key) -> {"config", "from"} of every tuned launch since the last `reset_configs_used`.
 _USED: dict[tuple[str, str], dict[str, str]] = {}
-# (arch, kernel, problem key) -> {"config": label, "ms": time, "tried": {label: ms}} of full sweeps.
+# (arch, kernel, problem key) -> {"config": label, "ms": its time, "tried_ms": {label: ms or why not}} of full sweeps.
 _SWEEPS: dict[tuple[str, str, str], dict] = {}
 
 
@@ -247,8 +247,7 @@ class TunedKernel(KernelInterface):
         positions = self._positions
         values = tuple(kwargs[k] if k in kwargs else args[positions[k]] for k in self.key)
         policy = autotune_policy()
-        where = _common.recording_target() or tensor.device
-        cache_key = (policy, str(where), tensor.dtype, values)
+        cache_key = (policy, _common.recording_target() or tensor.device, tensor.dtype, values)
         cached = self._chosen.get(cache_key)
         if cached is None:
             arch = current_arch(tensor.device if tensor.device.type == "cuda" else None)

@@ -225,8 +225,7 @@ def judge(binary: Binary, arch: str) -> None:
             return
         binary.verdict, binary.failure = "FAIL", "cannot launch: " + "; ".join(problems)
         return
-    needs_tensor_cores = f.has_dot and binary.precisions & set(TENSOR_CORE_PRECISIONS)
-    if needs_tensor_cores and not (f.wgmma or f.mma_sync):
+    if _lacks_tensor_cores(binary):
         binary.verdict = "FAIL"
         binary.failure = f"a {'/'.join(sorted(binary.precisions))} GEMM with no tensor-core instruction"
         return
@@ -234,6 +233,12 @@ def judge(binary: Binary, arch: str) -> None:
         binary.verdict, binary.failure = "FAIL", f"a default config that spills ({f.spill_store_bytes} B of stores)"
         return
     binary.verdict = "ok"
+
+
+def _lacks_tensor_cores(binary: Binary) -> bool:
+    """A compiled GEMM in float16, bfloat16 or TF32 without a single tensor-core instruction."""
+    f = binary.figures
+    return bool(f.has_dot and binary.precisions & set(TENSOR_CORE_PRECISIONS) and not (f.wgmma or f.mma_sync))
 
 
 # (arch, kernel, problem, config label) found unfit to be a default by a check under another triton version
@@ -268,7 +273,7 @@ def _clean(binary: Binary, arch: str) -> bool:
         return False
     if any((arch, binary.spec.kernel, problem, binary.spec.config) in _AVOID for problem in binary.problems):
         return False
-    return not (f.has_dot and binary.precisions & set(TENSOR_CORE_PRECISIONS) and not (f.wgmma or f.mma_sync))
+    return not _lacks_tensor_cores(binary)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -489,11 +494,13 @@ def summarize(binaries: dict[str, Binary], arch: str) -> dict:
             "binaries": 0, "defaults": 0, "failures": 0, "pruned": 0, "max_registers": 0, "max_shared_bytes": 0,
             "max_stack_bytes": 0, "spilling_defaults": 0, "spilling": 0, "max_spill_store_bytes": 0,
             "tensor_core": set(), "compile_s": 0.0})
+        if f is None:  # --configs search never reached it: listed nowhere, counted nowhere
+            continue
         k["binaries"] += 1
         k["defaults"] += int(b.default)
         k["failures"] += int(b.verdict == "FAIL")
         k["pruned"] += int(b.verdict == "pruned")
-        if f is not None and not f.error:
+        if not f.error:
             k["max_registers"] = max(k["max_registers"], f.registers or 0)
             k["max_shared_bytes"] = max(k["max_shared_bytes"], f.shared_bytes or 0)
             k["max_stack_bytes"] = max(k["max_stack_bytes"], f.stack_bytes or 0)
@@ -506,14 +513,10 @@ def summarize(binaries: dict[str, Binary], arch: str) -> dict:
             if f.mma_sync:
                 k["tensor_core"].add("mma.sync")
             k["compile_s"] += f.compile_s or 0.0
-        if f is None:
-            k["binaries"] -= 1
-            k["defaults"] -= int(b.default)
-            continue
         row = {"kernel": b.spec.kernel, "config": b.spec.config, "problem": " ; ".join(b.problems) or None,
                "default": b.default,
                "precisions": sorted(b.precisions), "programs": b.programs, "verdict": b.verdict,
-               "failure": b.failure, **(f.to_dict() if f is not None else {})}
+               "failure": b.failure, **f.to_dict()}
         rows.append(row)
         if b.verdict == "FAIL":
             failures.append(row)

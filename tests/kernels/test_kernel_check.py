@@ -160,6 +160,13 @@ def test_ptxas_log_parsing():
     assert aot.parse_ptxas_log("no figures here") is None
 
 
+def test_the_cli_arch_names_are_the_arches_the_compiler_knows():
+    """The CLI names the arches without importing triton; the names must be those perfkit.kernels.aot compiles."""
+    aot = importlib.import_module("perfkit.kernels.aot")
+    kernelcheck = importlib.import_module("perfkit.kernelcheck")
+    assert set(kernelcheck.ARCH_NAMES) == set(aot.ARCHES)
+
+
 def test_launch_problems_name_the_limit():
     aot = importlib.import_module("perfkit.kernels.aot")
     fits = aot.BinaryFigures(registers=128, num_warps=8, shared_bytes=170 * 1024)
