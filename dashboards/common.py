@@ -20,8 +20,10 @@ from perfkit import report
 FLOPS_CONVENTION = "a multiply-add is 2 FLOPs"
 
 # -- names --------------------------------------------------------------------------------------------------------------
-BACKEND_NAMES = {"torch": "torch eager", "compile": "torch.compile", "triton": "Triton"}
-BACKEND_COLORS = {"torch": "#3b6fb6", "compile": "#e08a2c", "triton": "#3a9a5b"}
+BACKEND_NAMES = {"torch": "torch eager", "compile": "torch.compile", "triton": "Triton",
+                 "channels_last": "torch eager channels_last", "onnxruntime": "ONNX Runtime"}
+BACKEND_COLORS = {"torch": "#3b6fb6", "compile": "#e08a2c", "triton": "#3a9a5b", "channels_last": "#8e6bbf",
+                  "onnxruntime": "#8c6d4f"}
 _EXTRA_COLORS = ("#8e6bbf", "#8c6d4f", "#d46a9f", "#6f7f8f", "#b5a33a", "#3fa7c4", "#c24d4d")
 MACHINE_COLORS = ("#3b6fb6", "#c24d4d", "#3a9a5b", "#8e6bbf", "#e08a2c", "#3fa7c4", "#8c6d4f", "#d46a9f")
 CPU_COLOR = "#6f7f8f"
@@ -193,7 +195,7 @@ def layer_order(df: pd.DataFrame) -> list[str]:
 
 def sort_configs(df: pd.DataFrame) -> pd.DataFrame:
     """A stable, readable order of configurations: machine, device (CPU first), backend (eager first), dtype."""
-    backend_rank = {"torch": 0, "compile": 1, "triton": 2}
+    backend_rank = {"torch": 0, "channels_last": 1, "compile": 2, "onnxruntime": 3, "triton": 4}
     key = pd.DataFrame({
         "m": df.get("machine", pd.Series("", index=df.index)).astype(str),
         "d": df.device.map(lambda d: (0 if d == "cpu" else 1, str(d))),

@@ -10,6 +10,8 @@
     perfkit merge OUT IN...
     perfkit campaign [--device ...] [--out DIR] [--budget-minutes M] [--quick]   everything, in one folder
     perfkit dashboard [--store PATH ...] [-o report.html] [--png DIR] [--benchmarks DIR]
+    perfkit selfcheck timer [--device cpu|cuda] [--batch N] [--threads N]   perfkit's timer against torch.utils.benchmark
+                                                                       (CPU) or triton's do_bench (GPU), side by side
     perfkit kernels check [--arch sm_90,sm_80] [--configs default|all] [--format table|json] [--write-tables]
                                                                        every Triton binary a GPU run needs, compiled
                                                                        ahead of time and checked, with no GPU
@@ -184,6 +186,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     _add_autotune_arg(p)
 
+    p = sub.add_parser("selfcheck", help="check perfkit's own instruments against references users trust")
+    ssub = p.add_subparsers(dest="selfcheck_command", metavar="CHECK", parser_class=_Parser)
+    ssub.required = True
+    s = ssub.add_parser("timer", help="perfkit's timer against torch.utils.benchmark (CPU) or triton.testing.do_bench "
+                                      "(GPU) on a conv, a linear, an LRN, the network forward and a train step, side "
+                                      "by side; exit 1 when a ratio is outside 1 +- the tolerance")
+    s.add_argument("--device", type=device_arg, default="cpu",
+                   help="cpu (default), cuda or cuda:N; auto: the GPU when there is one, else the CPU")
+    s.add_argument("--batch", type=positive_int, default=8, help="images per call (default 8)")
+    s.add_argument("--threads", type=positive_int, default=None, help="CPU threads for both timers (default: all)")
+    s.add_argument("--rounds", type=positive_int, default=3, help="alternating rounds per case (default 3)")
+    s.add_argument("--min-time", type=positive_float, default=1.0, metavar="S",
+                   help="seconds each timer measures per round (default 1)")
+    s.add_argument("--tolerance", type=positive_float, default=0.05, help="allowed |ratio - 1| (default 0.05)")
+    s.add_argument("--format", choices=("table", "json"), default="table")
+    s.add_argument("--no-progress", action="store_true", help="no progress display")
+
     p = sub.add_parser("kernels", help="the Triton kernels: compile them ahead of time for a GPU and check the binaries")
     ksub = p.add_subparsers(dest="kernels_command", metavar="ACTION", parser_class=_Parser)
     ksub.required = True
@@ -237,6 +256,19 @@ def _usage_error(parser, command: str, message: str) -> int:
     return 2
 
 
+def _device_error(args, command: str) -> int:
+    """1, with the reason on stderr, when `--device` names a GPU this machine cannot use; 0 otherwise. Checked before
+    anything runs or is stored."""
+    from perfkit.study import absent_device_reason
+
+    reason = absent_device_reason(args.device)
+    if reason is None:
+        return 0
+    print(f"perfkit {command}: error: --device {args.device}: {reason}. Nothing was run; '--device auto' measures "
+          "the CPU and records GPU cases as skipped.", file=sys.stderr)
+    return 1
+
+
 def _study_options(args, parser, command):
     from perfkit.specs import DEFAULT_VARIANT, VARIANTS
     from perfkit.study import StudyOptions, resolve_devices
@@ -266,6 +298,9 @@ def _run_studies(names, args, parser, command) -> int:
 
     options, code = _study_options(args, parser, command)
     if options is None:
+        return code
+    code = _device_error(args, command)
+    if code:
         return code
     store = args.store or default_store_path()
     _apply_autotune(args)
@@ -301,6 +336,9 @@ def cmd_run(args, parser) -> int:
     from perfkit.study import resolve_devices
     from perfkit.studies import default_studies
 
+    code = _device_error(args, "run")
+    if code:
+        return code  # before the dashboard too: nothing was measured
     code = _run_studies(default_studies(resolve_devices(args.device)), args, parser, "run")
     if args.no_report or code == 2:
         return code
@@ -476,6 +514,9 @@ def cmd_campaign(args, parser) -> int:
 
     if args.quick and args.full:
         return _usage_error(parser, "campaign", "--quick and --full contradict each other")
+    code = _device_error(args, "campaign")
+    if code:
+        return code
     _apply_autotune(args)
     campaign = run_campaign(args.device, args.out, args.budget_minutes, quick=args.quick, full=args.full,
                             show_progress=not args.no_progress)
@@ -483,6 +524,19 @@ def cmd_campaign(args, parser) -> int:
     print((campaign.out / "HEADLINES.md").read_text() if (campaign.out / "HEADLINES.md").exists() else "")
     print(f"perfkit campaign: {campaign.elapsed() / 60:.1f} min; results in {campaign.out}", file=sys.stderr)
     return 0 if campaign.ok else 1
+
+
+def cmd_selfcheck(args, parser) -> int:
+    from perfkit.selfcheck import run_timer_selfcheck_cli
+
+    if args.device == "auto":
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    code = _device_error(args, "selfcheck")
+    if code:
+        return code
+    return run_timer_selfcheck_cli(args)
 
 
 def cmd_bench(args, parser) -> int:
@@ -541,7 +595,8 @@ def _kernels_argv(args) -> list[str]:
 
 
 COMMANDS = {"kernels": cmd_kernels, "run": cmd_run, "study": cmd_study, "layers": cmd_layers, "env": cmd_env, "results": cmd_results,
-            "merge": cmd_merge, "dashboard": cmd_dashboard, "campaign": cmd_campaign, "bench": cmd_bench}
+            "merge": cmd_merge, "dashboard": cmd_dashboard, "campaign": cmd_campaign, "bench": cmd_bench,
+            "selfcheck": cmd_selfcheck}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -381,7 +381,9 @@ class Runner:
 
         return Work(check_once, timed, case_cost(network, case, layers))
 
-    def _work(self, case: Case, backend: Backend) -> Work:
+    def work(self, case: Case, backend: Backend) -> Work:
+        """What the runner checks and times for `case` (perfkit.workload.Work): its check, its timed call, its cost.
+        The timer self-check (perfkit.selfcheck) times the very same calls."""
         if case.layer == AUGMENT:
             from perfkit import augment
 
@@ -390,7 +392,7 @@ class Runner:
         return self._layer_work(case, backend)
 
     def _check_and_time(self, case: Case, backend: Backend, row: Measurement) -> Measurement:
-        work = self._work(case, backend)
+        work = self.work(case, backend)
 
         # 1. correctness against the reference
         checked = work.check()

@@ -11,6 +11,7 @@ perfkit itself never imports the studies: the CLI hands a study module to `run_s
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -80,6 +81,33 @@ def resolve_devices(device: str) -> tuple[str, ...]:
     if device.startswith("cuda:") and device[5:].isdigit():
         return (device,)
     raise ValueError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N")
+
+
+def absent_device_reason(device: str) -> str | None:
+    """Why a device asked for by name ("cuda", "cuda:N") is not usable here, or None when it is (and for "auto" and
+    "cpu", which always are). Only an explicit GPU is checked: `--device auto` plans GPU cases that are stored as
+    skipped on a machine without one, which is what a hardware study of any machine wants."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    index = int(device[5:]) if device.startswith("cuda:") else 0
+    if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+        return (f"this torch build ({torch.__version__}) has no CUDA support; install a CUDA build of torch (see "
+                "pytorch.org) to measure a GPU")
+    if not torch.cuda.is_available():
+        driver = Path("/proc/driver/nvidia/version")
+        if not driver.exists():
+            return (f"no NVIDIA driver is loaded ({driver} is missing), so torch (CUDA {torch.version.cuda}) sees no "
+                    "GPU")
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        return (f"torch (CUDA {torch.version.cuda}) finds no usable GPU although a driver is loaded"
+                + (f"; CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "")
+                + "; `nvidia-smi` shows what the driver sees")
+    count = torch.cuda.device_count()
+    if index >= count:
+        return f"{device} is out of range: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+    return None
 
 
 def run_study(study, options: StudyOptions, store_path, show_progress: bool = True, resume: bool = True,

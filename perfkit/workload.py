@@ -114,7 +114,11 @@ class Workload:
         self.module = module
         self.autocast = autocast  # run the forward under torch.autocast in this dtype (module and inputs float32)
         self.pass_name = pass_name
-        self.x = inputs["x"].detach().to(device=device, dtype=dtype, copy=True)  # a leaf of its own
+        # A leaf of its own, in the memory format the module keeps its activations in (a channels_last module gets
+        # a channels_last input, as its users would feed it, so that no conversion is timed).
+        fmt = torch.channels_last if getattr(module, "channels_last", False) and inputs["x"].dim() == 4 \
+            else torch.contiguous_format
+        self.x = inputs["x"].detach().to(device=device, dtype=dtype, memory_format=fmt, copy=True)
         self.target = inputs["target"].to(device) if "target" in inputs else None
         self.grad_output = inputs["grad_output"].to(device=device, dtype=dtype) if "grad_output" in inputs else None
         self.x.requires_grad_(pass_name != "forward" and not module.specs[0].first)

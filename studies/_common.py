@@ -159,3 +159,111 @@ def device_title(df, device: str) -> str:
     part = df[df.device == device]
     names = part.device_name.dropna() if "device_name" in part else []
     return f"{device} ({names.iloc[0]})" if len(names) else device
+
+
+# -- CPU baselines --------------------------------------------------------------------------------------------------
+#: The CPU configurations a GPU-vs-CPU ratio can be taken against, in the order summaries show them. Stock eager
+#: NCHW ("torch") is the baseline the ratios to stock are over; ONNX Runtime has a forward pass only and is optional
+#: (its rows are skipped with the reason where it is not installed).
+CPU_BASELINES = ("torch", "channels_last", "compile", "onnxruntime")
+CPU_BASELINE_NAMES = {"torch": "eager NCHW", "channels_last": "eager channels_last",
+                      "compile": "torch.compile (C++)", "onnxruntime": "ONNX Runtime"}
+#: Column headers of the CPU-baselines table (its legend line spells them out).
+CPU_BASELINE_SHORT = {"torch": "NCHW", "channels_last": "NHWC", "compile": "compile", "onnxruntime": "ORT"}
+STOCK_CPU = "torch"
+
+
+def cpu_baseline_cases(options, layers, batch: int, passes, thread_counts) -> list:
+    """Every CPU baseline (`options.extra["cpu_backends"]` narrows them) on each layer, pass and thread count, float32.
+
+    Ordered layer by layer, pass by pass, thread count by thread count, with the baselines next to each other, so the
+    cases a ratio divides are measured minutes apart at most, under the same machine conditions. A backend without
+    the pass (ONNX Runtime's train_step) is left out rather than recorded as skipped."""
+    from perfkit.backends import get_backend
+    from perfkit.cases import Case
+
+    backends = [get_backend(name) for name in choose(options, "cpu_backends", CPU_BASELINES)]
+    out = []
+    for layer in layers:
+        for pass_name in passes:
+            for threads in dict.fromkeys(thread_counts):
+                out += [Case(variant=options.variant, layer=layer, backend=b.name, device="cpu", dtype="float32",
+                             batch=batch, pass_name=pass_name, threads=threads) for b in backends
+                        if pass_name in b.passes]
+    return out
+
+
+def cpu_thread_label(threads) -> str:
+    return f"{int(threads)}t" if threads is not None and not (isinstance(threads, float) and math.isnan(threads)) \
+        else "default threads"
+
+
+def cpu_baseline_rows(df) -> list[dict]:
+    """Per layer and pass, the CPU baselines' throughput from this run's ok float32 CPU rows, and each one's ratio to
+    stock eager at the same thread count:
+
+    [{"layer", "pass", "configs": [{"backend", "threads", "images_per_s", "vs_stock"}], "best": {"backend",
+      "threads", "images_per_s", "vs_stock_same_threads", "vs_stock_all"} | None, "stock_all_images_per_s"}]
+
+    "best" is the highest throughput of any configuration; "stock_all" is stock eager at the most threads measured."""
+    ok = ok_rows(df)
+    cpu = ok[(ok.device == "cpu") & (ok.dtype == "float32") & ok.backend.isin(CPU_BASELINES)]
+    if cpu.empty:
+        return []
+    out = []
+    for (layer, pass_name), part in cpu.groupby(["layer", "pass_name"], sort=False):
+        if part.backend.nunique() < 2:
+            continue  # stock eager alone: nothing to compare
+        stock = part[part.backend == STOCK_CPU]
+        stock_by_threads = {num(r.threads): num(r.images_per_s) for r in stock.itertuples()}
+        stock_all = stock_by_threads[max(stock_by_threads, key=lambda t: t or 0)] if stock_by_threads else None
+        configs = []
+        for r in part.itertuples():
+            rate, threads = num(r.images_per_s), num(r.threads)
+            base = stock_by_threads.get(threads)
+            configs.append({"backend": r.backend, "threads": None if threads is None else int(threads),
+                            "images_per_s": rate, "vs_stock": rate / base if rate is not None and base else None})
+        order = {name: i for i, name in enumerate(CPU_BASELINES)}
+        configs.sort(key=lambda c: (c["threads"] or 0, order[c["backend"]]))
+        rated = [c for c in configs if c["images_per_s"] is not None]
+        best = max(rated, key=lambda c: c["images_per_s"]) if rated else None
+        if best is not None:
+            best = dict(best, vs_stock_same_threads=best["vs_stock"],
+                        vs_stock_all=best["images_per_s"] / stock_all if stock_all else None)
+        out.append({"layer": layer, "pass": pass_name, "configs": configs, "best": best,
+                    "stock_all_images_per_s": stock_all})
+    return out
+
+
+def cpu_config_label(backend: str, threads) -> str:
+    """'compile 2t', 'eager NCHW 1t'."""
+    return f"{CPU_BASELINE_NAMES.get(backend, backend)} {cpu_thread_label(threads)}"
+
+
+def cpu_baseline_text(rows: list[dict], title: str) -> str:
+    """The CPU-baselines table: per layer and pass, each configuration's images/s and its ratio to stock eager at the
+    same thread count, and the best configuration."""
+    from perfkit.report import fmt_num, format_table
+
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys((c["backend"], c["threads"]) for r in rows for c in r["configs"]))
+    table = []
+    for r in rows:
+        t = {"layer": r["layer"], "pass": r["pass"]}
+        by_key = {(c["backend"], c["threads"]): c for c in r["configs"]}
+        for key in columns:
+            c = by_key.get(key)
+            t[key] = "-" if c is None or c["images_per_s"] is None else (
+                f"{fmt_num(c['images_per_s'], ',.1f')}" + ("" if c["backend"] == STOCK_CPU else
+                                                           f" ({fmt_x(c['vs_stock'])})"))
+        best = r["best"]
+        t["best"] = cpu_config_label(best["backend"], best["threads"]) if best else "-"
+        table.append(t)
+    spec = [("layer", "layer", None), ("pass", "pass", None)]
+    spec += [(key, f"{CPU_BASELINE_SHORT.get(key[0], key[0])} {cpu_thread_label(key[1])}", None) for key in columns]
+    spec += [("best", "best", None)]
+    legend = ", ".join(f"{CPU_BASELINE_SHORT[b]} = {CPU_BASELINE_NAMES[b]}" for b in CPU_BASELINES
+                       if any(key[0] == b for key in columns))
+    return "\n".join([title, format_table(table, spec),
+                      f"images/s ({legend}); in brackets, the ratio to stock eager NCHW at the same thread count."])

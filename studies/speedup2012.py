@@ -1,13 +1,18 @@
 """speedup2012: the 2012 GPU-vs-CPU comparison, reproduced honestly.
 
 Per layer and for the whole network (alexnet2012 unless --variant says otherwise), forward and train_step:
-- the CPU: stock PyTorch in float32, with 1 thread and with all threads (--threads N sets "all");
+- the CPU: every CPU baseline of studies._common.CPU_BASELINES in float32, with 1 thread and with all threads
+  (--threads N sets "all"): stock eager NCHW, eager channels_last, torch.compile (Inductor's C++ code) and, where it is
+  installed, ONNX Runtime (forward only);
 - the GPU: torch eager in float32 with TF32 off (IEEE float32, as GPUs computed in 2012), then TF32, bfloat16 (native:
   parameters and activations in bf16), and the triton backend in the same three dtypes (forward only until its
   backward kernels land; its train_step rows say so).
 
-The summary is a table of GPU-over-CPU throughput ratios (images/s over images/s; the CPU and GPU batch sizes are
-stated), beside the published ratios of perfkit.reference, and says how much of a ratio is the choice of CPU baseline.
+The summary is a table of GPU-over-CPU throughput ratios against stock eager (images/s over images/s; the CPU and GPU
+batch sizes are stated), the CPU baselines side by side with their ratios to stock eager, and the ratio's range: each
+GPU configuration against stock eager and against the best CPU configuration measured, which it names per layer and
+for the network. Published ratios of perfkit.reference stand beside them, and it says how much of a ratio is the
+choice of CPU baseline.
 Every number it derives comes from this run's measured rows; published figures are shown as published, with their
 source.
 
@@ -24,7 +29,8 @@ from perfkit.cases import NETWORK, grid
 from perfkit.reference import cite, figure
 from perfkit.report import fmt_num, format_table
 from perfkit.study import StudyOptions, Summary
-from perfkit.studies._common import (all_layers_and_network, choose_layers, config_label, device_title, first, fmt_x,
+from perfkit.studies._common import (STOCK_CPU, all_layers_and_network, choose_layers, config_label, cpu_baseline_cases,
+                                     cpu_baseline_rows, cpu_baseline_text, cpu_config_label, device_title, first, fmt_x,
                                      gemm_layers_and_network, not_measured, num, ok_rows, plan_devices)
 
 NAME = "speedup2012"
@@ -50,10 +56,9 @@ def cases(options: StudyOptions):
                            else all_layers_and_network(options.variant))
     cpu_batch, gpu_batch = batches(options)
     out = []
-    for cpu in cpus:
-        # 1 thread and all (None: torch's default) side by side, so both see the same machine conditions
-        out += grid(variant=options.variant, layer=layers, pass_name=list(PASSES), backend="torch", device=cpu,
-                    dtype="float32", batch=cpu_batch, threads=list(dict.fromkeys((1, options.threads))))
+    if cpus:
+        # 1 thread and all (None: torch's default), every baseline, side by side under the same machine conditions
+        out += cpu_baseline_cases(options, layers, cpu_batch, PASSES, (1, options.threads))
     for gpu in gpus:
         for backend, dtype in GPU_CONFIGS:
             out += grid(variant=options.variant, layer=layers, backend=backend, device=gpu, dtype=dtype,
@@ -76,9 +81,14 @@ def speedup_table(df) -> dict:
 
     {"cpu": {"device", "name", "batch", "threads_all"}, "gpu": {"device", "name", "batch"},
      "rows": [{"pass", "layer", "cpu_1t_images_per_s", "cpu_all_images_per_s", "thread_gain",
-               "<config>_images_per_s", "<config>_vs_1t", "<config>_vs_all", ...}]}"""
+               "cpu_best_config", "cpu_best_images_per_s",
+               "<config>_images_per_s", "<config>_vs_1t", "<config>_vs_all", "<config>_vs_best", ...}],
+     "cpu_baselines": studies._common.cpu_baseline_rows(df)}
+
+    `_vs_1t` and `_vs_all` are over stock eager NCHW (1 thread, all threads); `_vs_best` is over the fastest CPU
+    configuration measured for that layer and pass (any baseline, any thread count), named in `cpu_best_config`."""
     ok = ok_rows(df)
-    cpu_rows = ok[ok.device == "cpu"]
+    cpu_rows = ok[(ok.device == "cpu") & (ok.backend == STOCK_CPU)]
     gpu_rows = ok[ok.device.str.startswith("cuda")]
     one = cpu_rows[cpu_rows.threads == 1]
     many = cpu_rows[cpu_rows.threads != 1]
@@ -96,20 +106,27 @@ def speedup_table(df) -> dict:
         "gpu": {"device": gpu_device, "name": gpu_name.iloc[0] if len(gpu_name) else None,
                 "batch": int(gpu_rows.batch.iloc[0]) if len(gpu_rows) else None},
         "rows": [],
+        "cpu_baselines": cpu_baseline_rows(df),
     }
+    best_cpu = {(r["layer"], r["pass"]): r["best"] for r in info["cpu_baselines"] if r["best"]}
     layers = list(dict.fromkeys(df.layer))
     for pass_name in PASSES:
         for layer in layers:
             c1, _ = _rate(one, layer=layer, pass_name=pass_name)
             cn, _ = _rate(many, layer=layer, pass_name=pass_name)
+            best = best_cpu.get((layer, pass_name))
+            cb = best["images_per_s"] if best else None
             row = {"pass": pass_name, "layer": layer, "cpu_1t_images_per_s": c1, "cpu_all_images_per_s": cn,
-                   "thread_gain": ratio(cn, c1)}
+                   "thread_gain": ratio(cn, c1),
+                   "cpu_best_config": cpu_config_label(best["backend"], best["threads"]) if best else None,
+                   "cpu_best_images_per_s": cb}
             for backend, dtype in GPU_CONFIGS:
                 key = config_label(backend, dtype)
                 g, _ = _rate(gpu_rows, layer=layer, pass_name=pass_name, backend=backend, dtype=dtype)
                 row[f"{key}_images_per_s"] = g
                 row[f"{key}_vs_1t"] = ratio(g, c1)
                 row[f"{key}_vs_all"] = ratio(g, cn)
+                row[f"{key}_vs_best"] = ratio(g, cb)
             if any(v is not None for k, v in row.items() if k not in ("pass", "layer")):
                 info["rows"].append(row)
     return info
@@ -154,14 +171,42 @@ def comparison_rows(info: dict) -> list[dict]:
     return rows
 
 
+def _range_lines(info: dict, labels: list[str]) -> list[str]:
+    """The ratio's range: per layer and pass, each measured GPU configuration over stock eager (all threads) and over
+    the best CPU configuration, which is named; and the whole network's in a sentence."""
+    n = info["cpu"]["threads_all"]
+    shown = [label for label in labels if any(r.get(f"{label}_vs_best") is not None for r in info["rows"])]
+    rows = [r for r in info["rows"] if r.get("cpu_best_config")]
+    if not rows:
+        return []
+    table = [{"layer": r["layer"], "pass": r["pass"], "best": r["cpu_best_config"],
+              "best_rate": r["cpu_best_images_per_s"], "stock_rate": r["cpu_all_images_per_s"],
+              **{label: _pair(r.get(f"{label}_vs_all"), r.get(f"{label}_vs_best")) for label in shown}}
+             for r in rows]
+    columns = [("layer", "layer", None), ("pass", "pass", None), ("best", "best CPU configuration", None),
+               ("best_rate", "best img/s", lambda v: fmt_num(v, ",.1f")),
+               ("stock_rate", f"stock {n or 'all'}t img/s", lambda v: fmt_num(v, ",.1f"))]
+    columns += [(label, label, None) for label in shown]
+    head = ("The ratio's range: GPU over stock eager on all threads / over the best CPU configuration" if shown else
+            "The best CPU configuration per layer and pass (no GPU row in this run, so no GPU ratio against it):")
+    lines = ["", head, format_table(table, columns)]
+    fp32 = config_label(*BASELINE_GPU)
+    for r in rows:
+        if r["layer"] == NETWORK and r.get(f"{fp32}_vs_best") is not None:
+            lines.append(f"Whole network, {r['pass']}: the GPU in IEEE float32 is {fmt_x(r[f'{fp32}_vs_all'])} stock "
+                         f"eager on all {n} threads and {fmt_x(r[f'{fp32}_vs_best'])} the best CPU configuration "
+                         f"({r['cpu_best_config']}).")
+    return lines
+
+
 def summarize(df, options: StudyOptions) -> Summary:
     info = speedup_table(df)
     cpu, gpu = info["cpu"], info["gpu"]
     n = cpu["threads_all"]
     lines = [f"speedup2012: GPU over CPU throughput (images/s over images/s), {options.variant}, from this run's "
              "measured rows"]
-    lines.append(f"CPU: {cpu['name'] or 'not measured'}, torch float32, batch {cpu['batch']}, 1 thread and "
-                 f"{n or '?'} threads (all). GPU: "
+    lines.append(f"CPU: {cpu['name'] or 'not measured'}, stock torch eager float32, batch {cpu['batch']}, 1 thread "
+                 f"and {n or '?'} threads (all). GPU: "
                  + (f"{device_title(df, gpu['device'])}, batch {gpu['batch']}" if gpu["device"] else "not measured"))
     labels = [config_label(b, d) for b, d in GPU_CONFIGS]
     for pass_name in PASSES:
@@ -181,6 +226,11 @@ def summarize(df, options: StudyOptions) -> Summary:
         columns += [(label, label, None) for label in labels if any(t[label] != "-" for t in table_rows)]
         lines += ["", f"{pass_name}: GPU speedup over 1 CPU thread / over {n or 'all'} CPU threads", format_table(
             table_rows, columns)]
+    baselines = cpu_baseline_text(info["cpu_baselines"], f"CPU baselines, float32, batch {cpu['batch']}, measured "
+                                                          "side by side:")
+    if baselines:
+        lines += ["", baselines]
+    lines += _range_lines(info, labels)
     net = {r["pass"]: r for r in info["rows"] if r["layer"] == NETWORK}
     train = net.get("train_step")
     fp32 = config_label(*BASELINE_GPU)

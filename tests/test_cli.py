@@ -9,9 +9,12 @@ import sys
 import time
 
 import pytest
+import torch
 
 from perfkit.cli import main
 from perfkit.specs import build_network
+from perfkit.studies import baseline
+from perfkit.study import StudyOptions
 
 
 def perfkit(*args, cwd, timeout=600):
@@ -104,7 +107,9 @@ def test_main_job_killed_mid_way_resumes_and_stores_every_case_once(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = _rows(store)
-    expected = 2 * (len(build_network("alexnet2012").layers) + 1)
+    # every layer and the network on stock eager, and the CPU baselines beside it (studies/baseline.py)
+    expected = len(baseline.cases(StudyOptions(devices=("cpu",), quick=True, batch=1)))
+    assert expected > 2 * (len(build_network("alexnet2012").layers) + 1)
     assert 6 <= killed_at < expected
 
     con = sqlite3.connect(store)
@@ -121,7 +126,9 @@ def test_main_job_killed_mid_way_resumes_and_stores_every_case_once(tmp_path):
     keys = [r["case_key"] for r in rows]
     assert len(keys) == len(set(keys)) == expected
     assert len({r["run_id"] for r in rows}) == 1
-    assert all(r["status"] == "ok" and r["time_median_s"] > 0 for r in rows)
+    assert all(r["status"] == "ok" and r["time_median_s"] > 0 for r in rows), \
+        [(r["case_key"], r["note"]) for r in rows if r["status"] != "ok"]
+    assert {r["backend"] for r in rows} == {"torch", "channels_last", "compile", "onnxruntime"}
     layers = {(r["layer"], r["pass_name"]) for r in rows}
     for name in list(build_network("alexnet2012").layer_names) + ["network"]:
         assert {(name, "forward"), (name, "train_step")} <= layers, name
@@ -145,3 +152,37 @@ def test_merge_command(tmp_path, capsys):
     assert "2 runs, 0 measurements" in capsys.readouterr().out
     assert main(["merge", str(out), str(tmp_path / "missing.db")]) == 1
     assert "no perfkit store" in capsys.readouterr().err
+
+
+# -- an explicit device that is absent ----------------------------------------------------------------------------------
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("command,device", [(["run", "--quick"], "cuda"), (["study", "baseline", "--quick"], "cuda:1"),
+                                            (["campaign", "--quick"], "cuda"), (["selfcheck", "timer"], "cuda")])
+def test_asking_for_an_absent_gpu_exits_1_before_running_anything(tmp_path, command, device):
+    store, out = tmp_path / "perfkit.db", tmp_path / "campaign"
+    where = ["--out", str(out)] if command[0] == "campaign" else [] if command[0] == "selfcheck" else \
+        ["--store", str(store)]
+    done = perfkit(*command, "--device", device, *where, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert f"--device {device}:" in done.stderr and "no CUDA support" in done.stderr
+    assert "Nothing was run" in done.stderr and done.stdout == ""
+    assert not store.exists() and not out.exists() and not (tmp_path / "perfkit-report.html").exists()
+
+
+def test_the_reason_names_a_missing_driver_and_an_index_out_of_range(monkeypatch, tmp_path):
+    from perfkit import study
+
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(study, "Path", lambda _: tmp_path / "no-driver")
+    assert "no NVIDIA driver is loaded" in study.absent_device_reason("cuda")
+    monkeypatch.setattr(study, "Path", lambda _: tmp_path)  # a driver file exists
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert "finds no usable GPU although a driver is loaded" in study.absent_device_reason("cuda:0")
+    assert "CUDA_VISIBLE_DEVICES=''" in study.absent_device_reason("cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert study.absent_device_reason("cuda:1") is None
+    assert study.absent_device_reason("cuda:2") == "cuda:2 is out of range: this machine has 2 CUDA device(s), " \
+                                                   "cuda:0 to cuda:1"
+    assert study.absent_device_reason("auto") is None and study.absent_device_reason("cpu") is None

@@ -93,13 +93,16 @@ def baseline_backend() -> Backend:
 
 
 def _register_builtin() -> None:
+    from perfkit.backends.onnx_runtime import OnnxRuntimeBackend
     from perfkit.backends.torch_compile import CompileBackend
-    from perfkit.backends.torch_eager import TorchBackend
+    from perfkit.backends.torch_eager import ChannelsLastBackend, TorchBackend
     from perfkit.backends.triton_kernels import TritonBackend
 
     register(TorchBackend())
     register(TritonBackend())
     register(CompileBackend())
+    register(ChannelsLastBackend())
+    register(OnnxRuntimeBackend())
 
 
 _register_builtin()

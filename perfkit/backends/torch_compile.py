@@ -1,7 +1,14 @@
 """The compile backend: the torch backend's module through torch.compile (Inductor), with its default mode.
 
 Compilation happens on the first call of each input shape, during the runner's correctness check and warm-up, so the
-timed repetitions see compiled code only."""
+timed repetitions see compiled code only.
+
+Every build starts from fresh compiled state (`torch._dynamo.reset()`). All modules share one code object,
+`AlexNetModule.forward`, and dynamo keeps its compiled graphs per code object: without the reset, each case's check
+batch and timed batch add graphs until dynamo's recompile limit (8 per code object) is reached, after which it runs
+that code eagerly with only a logged warning, and later cases of a run would be eager code labelled compiled. On the
+CPU the compiled C++ uses the thread count torch has when the case first runs (the runner sets the case's count
+before building), which the reset also keeps from leaking between 1-thread and all-thread cases."""
 from __future__ import annotations
 
 import shutil
@@ -25,6 +32,7 @@ class CompileBackend(Backend):
         return None
 
     def build(self, layers, parameters, device, dtype):
+        torch._dynamo.reset()
         module = AlexNetModule(layers, TorchOps, device=device, dtype=dtype, parameters=parameters)
         # The compiled forward lives beside the module so the runner's dropout-mask capture still reaches it.
         module.forward = torch.compile(module.forward, dynamic=False)

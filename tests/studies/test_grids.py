@@ -5,7 +5,8 @@ import pytest
 from perfkit.cases import AUGMENT, NETWORK
 from perfkit.specs import build_network
 from perfkit.study import StudyOptions
-from perfkit.studies import (CPU_DEFAULT_STUDIES, GPU_DEFAULT_STUDIES, STUDIES, backends, batch, default_studies,
+from perfkit.studies import (CPU_DEFAULT_STUDIES, GPU_DEFAULT_STUDIES, STUDIES, backends, baseline, batch,
+                             default_studies,
                              energy, precision, roofline, speedup2012, train_time)
 from perfkit.studies import _common
 
@@ -60,10 +61,35 @@ def test_speedup2012_grids(gpu_machine):
     for part in (cpu, gpu):
         assert {c.layer for c in part} == set(LAYERS) | {NETWORK}
         assert {c.pass_name for c in part} == {"forward", "train_step"}
-    assert len(cpu) == 2 * 2 * (len(LAYERS) + 1) and len(gpu) == 6 * 2 * (len(LAYERS) + 1)
+    # every CPU baseline on 1 thread and all; ONNX Runtime has a forward pass only
+    per_layer = 2 * (len(_common.CPU_BASELINES) + len(_common.CPU_BASELINES) - 1)
+    assert len(cpu) == per_layer * (len(LAYERS) + 1) and len(gpu) == 6 * 2 * (len(LAYERS) + 1)
+    assert {c.backend for c in cpu} == set(_common.CPU_BASELINES) and {c.dtype for c in cpu} == {"float32"}
+    assert not [c for c in cpu if c.backend == "onnxruntime" and c.pass_name != "forward"]
+    # side by side: the baselines of one layer, pass and thread count follow each other
+    assert [c.backend for c in cpu[:4]] == list(_common.CPU_BASELINES)
+    assert len({(c.layer, c.pass_name, c.threads) for c in cpu[:4]}) == 1
     quick = speedup2012.cases(opts(("cpu",), quick=True))
     assert {c.layer for c in quick} == set(GEMMS) | {NETWORK} and {c.batch for c in quick} == {4}
     assert {c.batch for c in speedup2012.cases(opts(quick=True, batch=8))} == {8}
+
+
+def test_baseline_sets_the_cpu_baselines_beside_stock_eager(cpu_machine):
+    quick = baseline.cases(opts(("cpu",), quick=True))
+    others = [c for c in quick if c.backend != "torch"]
+    assert {c.layer for c in others} == set(baseline.QUICK_BASELINE_LAYERS)
+    assert {c.backend for c in others} == {"channels_last", "compile", "onnxruntime"}
+    assert {c.threads for c in others} == {1, None}
+    # compiling the whole train step takes minutes on a small CPU: not in the quick start, unless layers are named
+    assert not [c for c in others if c.backend == "compile" and c.layer == NETWORK and c.pass_name == "train_step"]
+    named = baseline.cases(opts(("cpu",), quick=True, extra={"baseline_layers": ["network"]}))
+    assert [c for c in named if c.backend == "compile" and c.pass_name == "train_step"]
+    # stock eager still covers every layer at the study's thread count
+    stock = {(c.layer, c.pass_name) for c in quick if c.backend == "torch" and c.threads is None}
+    assert stock == {(name, p) for name in list(LAYERS) + [NETWORK] for p in baseline.PASSES}
+    full = baseline.cases(opts(("cpu",)))
+    assert {c.layer for c in full if c.backend == "compile"} == set(GEMMS) | {NETWORK}
+    assert not [c for c in baseline.cases(GPU_ONLY) if c.backend != "torch"]  # the GPU keeps stock eager
 
 
 def test_backends_grids(gpu_machine):

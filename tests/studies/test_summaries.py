@@ -82,6 +82,61 @@ def test_speedup_without_gpu_rows_says_so_and_computes_nothing_gpu():
     assert not [r for r in summary.data["comparisons"] if r["source"] == "measured in this run"]
 
 
+def cpu_baseline_speedup_rows():
+    """Stock eager 4 img/s on 16 threads (2 on 1); channels_last 5, compile 8 on 16 threads; ONNX Runtime forward
+    only; the GPU in fp32 256 img/s."""
+    net = dict(layer="network", pass_name="train_step")
+    return speedup_rows() + [
+        measured(Case(device="cpu", batch=4, backend="channels_last", **net), time_s=0.8, threads=16),
+        measured(Case(device="cpu", batch=4, backend="compile", **net), time_s=0.5, threads=16),
+        measured(Case(device="cpu", batch=4, backend="compile", threads=1, **net), time_s=1.0, threads=1),
+        # not ok: never the best, whatever its time
+        measured(Case(device="cpu", batch=4, backend="channels_last", threads=1, **net), status="error",
+                 time_median_s=0.01, images_per_s=400.0, note="boom"),
+    ]
+
+
+def test_speedup_range_runs_from_stock_eager_to_the_best_cpu_configuration_which_it_names():
+    summary = speedup2012.summarize(frame(cpu_baseline_speedup_rows()), OPTIONS)
+    [row] = [r for r in summary.data["rows"] if r["layer"] == "network"]
+    assert row["cpu_best_config"] == "torch.compile (C++) 16t" and row["cpu_best_images_per_s"] == pytest.approx(8)
+    assert row["torch fp32_vs_all"] == pytest.approx(64)  # over stock eager on all threads, as before
+    assert row["torch fp32_vs_best"] == pytest.approx(256 / 8)
+    assert row["torch bf16_vs_best"] == pytest.approx(1280 / 8)
+    [baselines] = [r for r in summary.data["cpu_baselines"] if r["layer"] == "network"]
+    ratios = {(c["backend"], c["threads"]): c["vs_stock"] for c in baselines["configs"]}
+    assert ratios == {("torch", 1): 1.0, ("compile", 1): pytest.approx(2.0), ("torch", 16): 1.0,
+                      ("channels_last", 16): pytest.approx(5 / 4), ("compile", 16): pytest.approx(2.0)}
+    assert baselines["best"]["vs_stock_all"] == pytest.approx(2.0)
+    text = summary.text
+    assert "CPU baselines, float32, batch 4" in text and "torch.compile (C++) 16t" in text
+    assert "64x stock eager on all 16 threads and 32x the best CPU configuration (torch.compile (C++) 16t)" in text
+
+
+def test_the_best_cpu_configuration_moves_with_the_data():
+    rows = cpu_baseline_speedup_rows()
+    for r in rows:
+        if r["backend"] == "channels_last" and r["status"] == "ok":
+            r.update(time_median_s=0.25, images_per_s=16.0)
+    summary = speedup2012.summarize(frame(rows), OPTIONS)
+    [row] = [r for r in summary.data["rows"] if r["layer"] == "network"]
+    assert row["cpu_best_config"] == "eager channels_last 16t" and row["torch fp32_vs_best"] == pytest.approx(16)
+
+
+def test_baseline_summary_names_the_fastest_cpu_configuration():
+    from perfkit.studies import baseline
+
+    net = dict(layer="network", pass_name="forward", device="cpu", batch=8)
+    rows = frame([measured(Case(**net), time_s=1.0, threads=2),
+                  measured(Case(backend="onnxruntime", **net), time_s=0.5, threads=2),
+                  measured(Case(backend="compile", **net), time_s=0.8, threads=2),
+                  measured(Case(threads=1, **net), time_s=1.6, threads=1)])
+    summary = baseline.summarize(rows, StudyOptions(devices=("cpu",), quick=True))
+    assert "the fastest CPU configuration is ONNX Runtime 2t, 2x stock eager NCHW on all threads" in summary.text
+    [stock] = [r for r in summary.data["devices"]["cpu"]["rows"] if r["layer"] == "network"]
+    assert stock["forward_s"] == 1.0  # the per-layer table is stock eager on all threads
+
+
 # -- train_time -------------------------------------------------------------------------------------------------------
 def train_rows(gpu_s=0.2, cpu_s=2.0):
     net = dict(layer="network", pass_name="train_step")
