@@ -23,8 +23,8 @@ import pandas as pd
 import perfkit
 from perfkit.bench import AB_REPORT
 from perfkit.records import MEASUREMENT_FIELDS
-from perfkit.store import (load_device_peaks, load_environments, load_measurements, load_power_samples, load_runs,
-                           load_summaries)
+from perfkit.store import (load_device_peaks, load_environments, load_measurements, load_power_samples,
+                           load_profile_ops, load_profiles, load_runs, load_summaries)
 
 #: Every measurement column; a store that predates some of them gets them as nulls.
 OPTIONAL_COLUMNS = MEASUREMENT_FIELDS
@@ -86,6 +86,8 @@ class ReportData:
     notes: list[str] = field(default_factory=list)  # what could not be read, said in the report
     ab_check: dict | None = None  # the last `perfkit bench check` verdict (benchmarks_dir/ab-check.json), if any
     baselines: list[tuple[Path, dict]] = field(default_factory=list)  # the checkout's per-machine baselines
+    profiles: pd.DataFrame = field(default_factory=pd.DataFrame)  # `perfkit profile`'s cases (store table profiles)
+    profile_ops: pd.DataFrame = field(default_factory=pd.DataFrame)  # their breakdowns (table profile_ops)
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -130,8 +132,10 @@ def load(store_paths: Sequence[str | os.PathLike], benchmarks_dir: str | os.Path
     benchmarks = load_benchmarks(benchmarks_dir, notes) if benchmarks_dir else []
     ab_check = load_ab_check(benchmarks_dir, notes) if benchmarks_dir else None
     baselines = load_baselines(notes=notes) if benchmarks_dir else []
+    profiles = load_profiles(*paths) if paths else pd.DataFrame()
+    profile_ops = load_profile_ops(*paths) if paths else pd.DataFrame()
     return ReportData(paths, measurements, runs, summaries, environments, power, peaks, benchmarks, notes, ab_check,
-                      baselines)
+                      baselines, profiles, profile_ops)
 
 
 def machine_short_names(environments: Iterable[Environment]) -> dict[str, str]:

@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Sequence
 
 from perfkit.dashboards import (activations, augmentation, backends, energy, ingredients, layers, machines, multigpu,
-                                overview, regression, roofline, speedup, sweeps, training)
+                                overview, profiles, regression, roofline, speedup, sweeps, training)
 from perfkit.dashboards.common import FigureBlock, NoteBlock, Section, esc
 from perfkit.dashboards.data import ReportData, load
 
 #: The report's sections, in order. Each module's `build(data)` returns a Section, or None when the stores lack its
 #: data (then the section is left out of the report).
-SECTION_BUILDERS = (overview, layers, speedup, backends, sweeps, roofline, energy, training, activations, ingredients,
-                    augmentation, multigpu, machines, regression)
+SECTION_BUILDERS = (overview, layers, speedup, backends, profiles, sweeps, roofline, energy, training, activations,
+                    ingredients, augmentation, multigpu, machines, regression)
 
 
 @dataclass

@@ -7,14 +7,17 @@ Phases run in order, each with a share of the budget. Time a phase leaves unused
 1. tests (15%): the tests that exercise a GPU, run on it with pytest in a subprocess: tests/kernels and
    tests/test_triton_backend.py (which run on CUDA when there is one) and every test marked `gpu`. The log goes to
    tests.log. Without a GPU this phase is skipped with the reason; the CPU suite is plain `pytest`.
-2. studies (65%): every registered study except `baseline` (speedup2012 covers it), the most telling first. Each gets
+2. studies (61%): every registered study except `baseline` (speedup2012 covers it), the most telling first. Each gets
    a slice of the phase in proportion to its weight. Studies run their `--quick` grids, or their full grids with
    `--full` (hours on one GPU, so the budget cuts them short). A study that reaches the end of its slice stops before
    its next case. Its run stays unfinished, and rerunning the campaign into the same folder resumes it.
-3. bench (12%): the regression suite's GPU half, recorded as a baseline (`perfkit bench baseline --device cuda`).
+3. profile (4%): the headline train step (network, bfloat16, batch 128, Triton and eager) under torch.profiler
+   (perfkit.profile): launches per step, the GPU's idle share and the breakdown by kernel kind and layer, into the
+   store (no trace file: the folder's files are fixed). Skipped without a GPU.
+4. bench (12%): the regression suite's GPU half, recorded as a baseline (`perfkit bench baseline --device cuda`).
    bench.json is the last run; bench-baseline.json is the baseline, to be committed as
    tests/benchmarks/baselines/cuda-<gpu>.json. Skipped without a GPU.
-4. export (the rest):
+5. export (the rest):
    - measurements.csv, every row of the store;
    - HEADLINES.md, the headline ratios computed from the store's measured rows, then every study's summary;
    - report.html, the dashboard. It needs plotly; without it, HEADLINES.md says how to build it elsewhere from
@@ -46,7 +49,10 @@ from perfkit.store import load_device_peaks, load_measurements, load_summaries
 
 BUDGET_MINUTES = 25.0
 QUICK_BUDGET_MINUTES = 8.0
-PHASE_SHARES = {"tests": 0.15, "studies": 0.65, "bench": 0.12}  # export gets what is left
+PHASE_SHARES = {"tests": 0.15, "studies": 0.61, "profile": 0.04, "bench": 0.12}  # export gets what is left
+#: The profile phase's cases: the headline train step on the GPU, Triton beside eager, bfloat16, the paper's batch.
+PROFILE_CASES = (("triton", "bfloat16"), ("torch", "bfloat16"))
+PROFILE_BATCH = 128
 
 #: Studies in the order the campaign runs them, with their share of the studies phase. Registered studies not named
 #: here run last with weight 1; `baseline` is left out (speedup2012 measures the same CPU layers and more).
@@ -137,7 +143,7 @@ def run_campaign(device: str = "auto", out: str | Path | None = None, budget_min
     print(f"perfkit campaign: {', '.join(devices)}{' (' + gpu_name + ')' if gpu_name else ''}, budget "
           f"{budget:g} min{', quick' if quick else ''}{', full grids' if full else ''} -> {campaign.out}",
           file=log, flush=True)
-    for phase in (_tests_phase, _studies_phase, _bench_phase):
+    for phase in (_tests_phase, _studies_phase, _profile_phase, _bench_phase):
         campaign.phases.append(phase(campaign, show_progress, log))
         p = campaign.phases[-1]
         print(f"perfkit campaign: {p.name} {p.status} in {p.seconds:.0f} s (slice {p.budget_s:.0f} s)"
@@ -222,6 +228,44 @@ def _studies_phase(campaign: Campaign, show_progress, log) -> Phase:
     cut = [n for n, d in detail.items() if d.get("cases_not_run")]
     note = f"cut short by the budget: {', '.join(cut)} (rerun to resume)" if cut else ""
     return Phase("studies", status, time.monotonic() - started, budget, note, detail)
+
+
+def _profile_phase(campaign: Campaign, show_progress, log) -> Phase:
+    """The headline train step under torch.profiler (perfkit.profile): launches per step, GPU idle share and the
+    breakdown by kernel kind and layer go into the store; no trace file is kept (the folder's file set is fixed)."""
+    from perfkit.cases import Case
+    from perfkit.env import collect_environment, environment_id, git_commit, machine_label
+    from perfkit.profile import profile_cases, profile_runner_config
+    from perfkit.runner import Runner
+    from perfkit.store import Store
+
+    budget = campaign.slice_for("profile")
+    gpus = [d for d in campaign.devices if d.startswith("cuda")]
+    if not campaign.gpu_name or not gpus:
+        return Phase("profile", "skipped", 0.0, budget, "no GPU: the campaign profiles the GPU's headline train step")
+    started = time.monotonic()
+    cases = [Case(layer=NETWORK, backend=backend, device=gpus[0], dtype=dtype, batch=PROFILE_BATCH,
+                  pass_name="train_step") for backend, dtype in PROFILE_CASES]
+    env = collect_environment(probe_gpus=True)
+    env_id = environment_id(env)
+    try:
+        with Store.open(campaign.store) as store:
+            store.add_environment(env, env_id, machine_label(env))
+            run_id, _ = store.start_or_resume_run("profile", {"study": "profile", "cases": [c.key for c in cases]},
+                                                  env_id, git_commit(), perfkit.__version__, len(cases))
+            runner = Runner(store, run_id, "profile", env, env_id, profile_runner_config(), show_progress=False)
+            records = profile_cases(runner, cases, campaign.store, show_progress=show_progress, keep_traces=False,
+                                    deadline=started + budget)
+            if len(records) == len(cases):
+                store.finish_run(run_id)
+    except Exception as exc:  # the campaign goes on to the bench phase and the export
+        return Phase("profile", "failed", time.monotonic() - started, budget, f"{type(exc).__name__}: {exc}"[:500])
+    detail = {r["case_key"]: {"launches_per_step": r.get("launches_per_step"), "gpu_idle_share": r.get("gpu_idle_share"),
+                              "profiled_over_timed": r.get("profiled_over_timed"), "note": r.get("note")}
+              for r in records}
+    status = "ran" if len(records) == len(cases) else "partial"
+    return Phase("profile", status, time.monotonic() - started, budget,
+                 "" if status == "ran" else "the budget ended before every case was profiled", detail)
 
 
 def _bench_phase(campaign: Campaign, show_progress, log) -> Phase:

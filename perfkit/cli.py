@@ -10,6 +10,9 @@
     perfkit merge OUT IN...
     perfkit campaign [--device ...] [--out DIR] [--budget-minutes M] [--quick]   everything, in one folder
     perfkit dashboard [--store PATH ...] [-o report.html] [--png DIR] [--benchmarks DIR]
+    perfkit profile [--study NAME | --layer L --backend B --device D --dtype T --batch N --pass P] [--ncu]
+                                                                       where each case's time goes: layers, ops,
+                                                                       kernels, launches; traces for Perfetto
     perfkit selfcheck timer [--device cpu|cuda] [--batch N] [--threads N]   perfkit's timer against torch.utils.benchmark
                                                                        (CPU) or triton's do_bench (GPU), side by side
     perfkit kernels check [--arch sm_90,sm_80] [--configs default|all] [--format table|json] [--write-tables]
@@ -65,6 +68,21 @@ def _names(text: str, allowed, what: str) -> list[str]:
         raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(bad) or text!r} (choose from "
                                          f"{', '.join(allowed)}, comma-separated)")
     return list(dict.fromkeys(names))
+
+
+def _layer_names() -> list[str]:
+    from perfkit.specs import VARIANTS, build_network
+
+    names = {"network"}
+    for variant in VARIANTS:
+        names |= set(build_network(variant).layer_names)
+    return sorted(names)
+
+
+def _backend_names() -> list[str]:
+    from perfkit.backends import BACKENDS
+
+    return list(BACKENDS)
 
 
 def arch_list(text: str) -> list[str]:
@@ -185,6 +203,35 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "them; rerun to resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     _add_autotune_arg(p)
+
+    p = sub.add_parser("profile", help="where a case's time goes: torch.profiler breakdowns by layer, op and kernel, "
+                                       "launches per step, traces for Perfetto, beside the timed median")
+    p.add_argument("--study", default=None, help="profile this study's cases (with --quick: its quick grid)")
+    p.add_argument("--quick", action="store_true", help="with --study: the study's quick grid")
+    p.add_argument("--variant", default="alexnet2012", help="network variant (default alexnet2012)")
+    p.add_argument("--layer", type=lambda t: _names(t, _layer_names(), "layer"), default=["network"],
+                   metavar="LAYERS", help="comma-separated layers, or network (default)")
+    p.add_argument("--backend", type=lambda t: _names(t, _backend_names(), "backend"), default=["torch"],
+                   metavar="BACKENDS", help="comma-separated: torch (default), compile, channels_last, triton, "
+                                            "onnxruntime")
+    p.add_argument("--device", type=device_arg, default="auto",
+                   help="auto (default: the GPU when there is one, else the CPU), cpu, cuda or cuda:N")
+    p.add_argument("--dtype", type=lambda t: _names(t, ("float32", "tf32", "float16", "bfloat16"), "dtype"),
+                   default=["float32"], metavar="DTYPES", help="comma-separated (default float32)")
+    p.add_argument("--batch", type=positive_int, default=None, help="images per step (default 8)")
+    p.add_argument("--pass", dest="passes", type=lambda t: _names(t, ("forward", "backward", "train_step"), "pass"),
+                   default=["forward", "train_step"], metavar="PASSES",
+                   help="comma-separated: forward, backward, train_step (default forward,train_step)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: all)")
+    p.add_argument("--steps", type=positive_int, default=3, help="profiled steps per case (default 3)")
+    p.add_argument("--top", type=positive_int, default=5, help="ops per case to print (default 5)")
+    p.add_argument("--ncu", action="store_true",
+                   help="also run each GPU case under Nsight Compute (ncu on PATH) and store its per-kernel figures")
+    p.add_argument("--ncu-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--store", default=None,
+                   help=f"SQLite store to append to (default: ${STORE_ENV_VAR} or perfkit.db); traces go beside it")
+    p.add_argument("--new-run", action="store_true", help="start a new run even if an unfinished one could resume")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
 
     p = sub.add_parser("selfcheck", help="check perfkit's own instruments against references users trust")
     ssub = p.add_subparsers(dest="selfcheck_command", metavar="CHECK", parser_class=_Parser)
@@ -526,6 +573,26 @@ def cmd_campaign(args, parser) -> int:
     return 0 if campaign.ok else 1
 
 
+def cmd_profile(args, parser) -> int:
+    from perfkit.profile import run_profile_cli
+    from perfkit.specs import VARIANTS
+
+    if args.study:
+        from perfkit.studies import STUDIES
+
+        if args.study not in STUDIES:
+            return _usage_error(parser, "profile", f"unknown study {args.study!r} (choose from {', '.join(STUDIES)})")
+    elif args.quick:
+        return _usage_error(parser, "profile", "--quick goes with --study (it picks the study's quick grid)")
+    if args.variant not in VARIANTS:
+        return _usage_error(parser, "profile", f"unknown variant {args.variant!r} (choose from {', '.join(VARIANTS)})")
+    code = _device_error(args, "profile")
+    if code:
+        return code
+    args.store = args.store or default_store_path()
+    return run_profile_cli(args)
+
+
 def cmd_selfcheck(args, parser) -> int:
     from perfkit.selfcheck import run_timer_selfcheck_cli
 
@@ -596,7 +663,7 @@ def _kernels_argv(args) -> list[str]:
 
 COMMANDS = {"kernels": cmd_kernels, "run": cmd_run, "study": cmd_study, "layers": cmd_layers, "env": cmd_env, "results": cmd_results,
             "merge": cmd_merge, "dashboard": cmd_dashboard, "campaign": cmd_campaign, "bench": cmd_bench,
-            "selfcheck": cmd_selfcheck}
+            "selfcheck": cmd_selfcheck, "profile": cmd_profile}
 
 if __name__ == "__main__":
     sys.exit(main())

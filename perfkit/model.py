@@ -25,9 +25,10 @@ decisions between near-equal values are the backend's.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +87,44 @@ class TorchOps:
     @staticmethod
     def cross_entropy(logits, target):
         return F.cross_entropy(logits, target)
+
+
+#: Whether AlexNetModule.forward runs each stage inside a named range (set by `layer_ranges()`; off in timed runs).
+_LAYER_RANGES = False
+
+
+@contextlib.contextmanager
+def layer_ranges() -> Iterator[None]:
+    """Within the block, every AlexNetModule runs each stage inside a `torch.profiler.record_function` range, and on
+    a GPU also an NVTX range, named after the stage's layers ("conv1", "lrn1+pool1" when fused), so that a profiler
+    attributes every op and kernel to a layer and Nsight Systems shows the same names. Outside it, forward checks one
+    flag per call and opens no range."""
+    global _LAYER_RANGES
+    saved, _LAYER_RANGES = _LAYER_RANGES, True
+    try:
+        yield
+    finally:
+        _LAYER_RANGES = saved
+
+
+@contextlib.contextmanager
+def layer_range(name: str, cuda: bool) -> Iterator[None]:
+    """One layer's range: a profiler range, and an NVTX range when the layer runs on a GPU."""
+    with torch.profiler.record_function(name):
+        if not cuda:
+            yield
+            return
+        torch.cuda.nvtx.range_push(name)
+        try:
+            yield
+        finally:
+            torch.cuda.nvtx.range_pop()
+
+
+def step_part(name: str, cuda: bool = False):
+    """A range named `name` around a part of a step that is no layer (the backward call), while layer ranges are on;
+    otherwise nothing."""
+    return layer_range(name, cuda) if _LAYER_RANGES else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -164,6 +203,11 @@ class AlexNetModule(nn.Module):
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)  # once here, so no layer converts on every call
+        if _LAYER_RANGES:  # profiling (perfkit.profile): each stage inside a range named after its layers
+            for stage in self.stages:
+                with layer_range(stage.name, x.is_cuda):
+                    x = self._run_stage(stage, x, target)
+            return x
         for stage in self.stages:
             x = self._run_stage(stage, x, target)
         return x

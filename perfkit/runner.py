@@ -203,7 +203,7 @@ class Runner:
             if case.key not in seen:
                 seen.add(case.key)
                 todo.append(case)
-        self._precompile(todo)
+        self.precompile(todo)
         progress = Progress(len(todo), title=self.study, enabled=self.show_progress)
         rows = []
         self.cases_not_run = 0
@@ -227,7 +227,7 @@ class Runner:
             progress.close()
         return rows
 
-    def _precompile(self, cases: Sequence[Case]) -> None:
+    def precompile(self, cases: Sequence[Case]) -> None:
         """Compile the binaries of the triton GPU cases on every host core before the first is timed (perfkit.
         kernelcheck.precompile_cases), so that no case waits for serial compiles. A failure here is reported and the
         cases compile on first use instead."""

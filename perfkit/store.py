@@ -16,8 +16,20 @@ Tables:
   trained on since the previous point, as they were trained), `wall_s` (training wall-clock seconds to that point,
   evaluation excluded), `eval_s` (seconds that point's evaluation took), `eval_images`.
 
+- `profiles`: per profiled case (`perfkit profile`), linked to its measurement by (run_id, case_key): the trace file
+  (gzipped Chrome trace JSON, relative to the store's folder), the profiled steps, the profiled step's mean duration
+  `profiled_step_s` beside the timer's `timed_median_s` and their ratio `profiled_over_timed` (the profiler's
+  overhead), launches per step (CUDA kernels, memcpys and memsets on a GPU; top-level aten op calls on a CPU) and, on
+  a GPU, the share of the step in which no kernel ran; each null with its `*_note` when not measured.
+- `profile_ops`: the breakdown of a profiled case, one row per op or kernel name and layer: `kind` (aten op, CUDA
+  kernel, perfkit Triton kernel, cuDNN/cuBLAS/CUTLASS kernel, memcpy, memset, ...), `layer` (or the named non-layer
+  part: optimizer, zero_grad, ...), `on_device` (a GPU kernel rather than host work), calls, total and self seconds
+  per step, and self time's share of the step.
+- `ncu_kernels`: per kernel of a case run under Nsight Compute (`perfkit profile --ncu`): achieved SM and DRAM
+  throughput and achieved occupancy as % of peak, and tensor-pipe use.
+
 Schema versions: 1 had the first four tables; 2 added `power_samples`, `device_peaks` and the harness's measurement
-columns; 3 added `training_curves`. Opening an older store adds what it lacks (new columns read as NULL); merging an older store into a newer one
+columns; 3 added `training_curves`; 4 added `profiles`, `profile_ops` and `ncu_kernels`. Opening an older store adds what it lacks (new columns read as NULL); merging an older store into a newer one
 copies the tables it has.
 
 Each measurement is committed as its case finishes, so a killed study loses at most the case in flight. Rerunning the
@@ -41,7 +53,7 @@ from typing import Iterable, Sequence
 
 from perfkit.records import Measurement
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x50464B54  # "PFKT" in the SQLite header: marks the file as a perfkit store
 DEFAULT_STORE = "perfkit.db"
 STORE_ENV_VAR = "PERFKIT_STORE"
@@ -97,7 +109,28 @@ _TABLES = {
         step INTEGER NOT NULL, images INTEGER, train_error REAL, running_error REAL, loss REAL, wall_s REAL NOT NULL,
         eval_s REAL, eval_images INTEGER,
         UNIQUE (run_id, case_key, point_index))""",
+    "profiles": """CREATE TABLE profiles (
+        run_id TEXT NOT NULL, case_key TEXT NOT NULL, trace_path TEXT, steps INTEGER, profiled_step_s REAL,
+        timed_median_s REAL, profiled_over_timed REAL, launches_per_step REAL, launches_note TEXT,
+        gpu_idle_share REAL, gpu_idle_note TEXT, profiled_at TEXT, note TEXT,
+        UNIQUE (run_id, case_key))""",
+    "profile_ops": """CREATE TABLE profile_ops (
+        run_id TEXT NOT NULL, case_key TEXT NOT NULL, op_index INTEGER NOT NULL, name TEXT NOT NULL,
+        kind TEXT NOT NULL, layer TEXT NOT NULL, on_device INTEGER NOT NULL, calls_per_step REAL,
+        total_s_per_step REAL, self_s_per_step REAL, share_of_step REAL,
+        UNIQUE (run_id, case_key, op_index))""",
+    "ncu_kernels": """CREATE TABLE ncu_kernels (
+        run_id TEXT NOT NULL, case_key TEXT NOT NULL, kernel_index INTEGER NOT NULL, kernel TEXT NOT NULL,
+        sm_throughput_pct REAL, dram_throughput_pct REAL, achieved_occupancy_pct REAL, tensor_pipe_pct REAL,
+        UNIQUE (run_id, case_key, kernel_index))""",
 }
+PROFILE_COLUMNS = ("run_id", "case_key", "trace_path", "steps", "profiled_step_s", "timed_median_s",
+                   "profiled_over_timed", "launches_per_step", "launches_note", "gpu_idle_share", "gpu_idle_note",
+                   "profiled_at", "note")
+#: The columns of one op of a breakdown (after run_id, case_key, op_index).
+PROFILE_OP_COLUMNS = ("name", "kind", "layer", "on_device", "calls_per_step", "total_s_per_step", "self_s_per_step",
+                      "share_of_step")
+NCU_COLUMNS = ("kernel", "sm_throughput_pct", "dram_throughput_pct", "achieved_occupancy_pct", "tensor_pipe_pct")
 DEVICE_PEAK_COLUMNS = ("run_id", "device", "device_name", "dtype", "threads", "matmul_flops_per_s", "copy_bytes_per_s",
                        "method", "measured_at", "note")
 #: The columns of a training curve's point (after run_id, case_key, point_index).
@@ -255,6 +288,26 @@ class Store:
         """The peaks stored for a run, by (device, dtype, torch CPU threads they were measured with)."""
         cur = self.con.execute(f"SELECT {', '.join(DEVICE_PEAK_COLUMNS)} FROM device_peaks WHERE run_id=?", (run_id,))
         return {(r[1], r[3], r[4]): dict(zip(DEVICE_PEAK_COLUMNS, r)) for r in cur}
+
+    def add_profile(self, profile: dict, ops: Sequence = (), ncu: Sequence = ()) -> None:
+        """Store a profiled case (a dict with PROFILE_COLUMNS), its breakdown (objects with PROFILE_OP_COLUMNS as
+        attributes) and its Nsight Compute kernels (objects with NCU_COLUMNS), replacing an earlier profile of the
+        same case in the same run, and commit them together."""
+        key = (profile["run_id"], profile["case_key"])
+        with self.transaction():
+            for table in ("profiles", "profile_ops", "ncu_kernels"):
+                self.con.execute(f"DELETE FROM {table} WHERE run_id=? AND case_key=?", key)
+            self.con.execute(f"INSERT INTO profiles ({', '.join(PROFILE_COLUMNS)}) "
+                             f"VALUES ({', '.join('?' for _ in PROFILE_COLUMNS)})",
+                             tuple(profile.get(c) for c in PROFILE_COLUMNS))
+            self.con.executemany(
+                f"INSERT INTO profile_ops (run_id, case_key, op_index, {', '.join(PROFILE_OP_COLUMNS)}) "
+                f"VALUES (?, ?, ?, {', '.join('?' for _ in PROFILE_OP_COLUMNS)})",
+                [(*key, i, *(getattr(op, c) for c in PROFILE_OP_COLUMNS)) for i, op in enumerate(ops)])
+            self.con.executemany(
+                f"INSERT INTO ncu_kernels (run_id, case_key, kernel_index, {', '.join(NCU_COLUMNS)}) "
+                f"VALUES (?, ?, ?, {', '.join('?' for _ in NCU_COLUMNS)})",
+                [(*key, i, *(getattr(k, c) for c in NCU_COLUMNS)) for i, k in enumerate(ncu)])
 
     def add_summary(self, run_id: str, study: str, text: str, data: dict | None = None) -> None:
         with self.transaction():
@@ -415,9 +468,38 @@ def load_training_curves(*paths: str | os.PathLike):
     return df
 
 
+def _load_table(paths, table: str, order: str, keys: Sequence[str], columns: Sequence[str]):
+    """Every row of `table` in one or more stores (none from a store older than the table), with a `store` column."""
+    df = _read_tables(paths or (default_store_path(),), f"SELECT * FROM {table} ORDER BY {order}", keys, table=table)
+    if df.empty:
+        import pandas as pd
+
+        return pd.DataFrame(columns=[*columns, "store"])
+    return df
+
+
+def load_profiles(*paths: str | os.PathLike):
+    """The profiled cases of one or more stores (PROFILE_COLUMNS; see the module docstring). Join with
+    `load_measurements` on (run_id, case_key). A store older than schema 4 has none."""
+    return _load_table(paths, "profiles", "run_id, case_key", ("run_id", "case_key"), PROFILE_COLUMNS)
+
+
+def load_profile_ops(*paths: str | os.PathLike):
+    """The breakdowns of the profiled cases: run_id, case_key, op_index and PROFILE_OP_COLUMNS."""
+    return _load_table(paths, "profile_ops", "run_id, case_key, op_index", ("run_id", "case_key", "op_index"),
+                       ("run_id", "case_key", "op_index", *PROFILE_OP_COLUMNS))
+
+
+def load_ncu_kernels(*paths: str | os.PathLike):
+    """Nsight Compute's figures per kernel: run_id, case_key, kernel_index and NCU_COLUMNS."""
+    return _load_table(paths, "ncu_kernels", "run_id, case_key, kernel_index", ("run_id", "case_key", "kernel_index"),
+                       ("run_id", "case_key", "kernel_index", *NCU_COLUMNS))
+
+
 # -- merging ------------------------------------------------------------------------------------------------------------
 def merge(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> dict[str, int]:
-    """Copy every run, environment, measurement, summary, power sample, device peak and training-curve point of `inputs`
+    """Copy every run, environment, measurement, summary, power sample, device peak, training-curve point and profile of
+    `inputs`
     into the store `out` (created if missing), skipping what `out` already holds. Each input is merged in one
     transaction, so an error leaves `out` with whole inputs only. A run merged while unfinished and again once finished gets its end time.
     Returns the number of rows added per table."""

@@ -22,8 +22,9 @@ def test_quick_campaign_on_a_cpu_machine(tmp_path):
     assert len(files) <= 8  # what a device machine can hand back in one call
     doc = json.loads((out / "campaign.json").read_text())
     phases = {p["name"]: p for p in doc["phases"]}
-    assert list(phases) == ["tests", "studies", "bench", "export"]
+    assert list(phases) == ["tests", "studies", "profile", "bench", "export"]
     assert phases["tests"]["status"] == "skipped" and "no GPU" in phases["tests"]["note"]
+    assert phases["profile"]["status"] == "skipped" and "no GPU" in phases["profile"]["note"]
     assert phases["bench"]["status"] == "skipped" and "no GPU" in phases["bench"]["note"]
     assert phases["studies"]["status"] in ("ran", "partial")
     assert "speedup2012" in phases["studies"]["detail"] and "baseline" not in phases["studies"]["detail"]
