@@ -47,6 +47,7 @@ from perfkit.cases import Case
 WAIT_STEPS = 1
 WARMUP_STEPS = 1
 DEFAULT_ACTIVE_STEPS = 3
+DEFAULT_BATCH = 8  # images per step when no batch is given
 
 # -- kinds ----------------------------------------------------------------------------------------------------------------
 KIND_ATEN = "aten op"
@@ -194,13 +195,22 @@ def _ancestors(event):
 _COMPILED_PREFIXES = ("CompiledFunction", "## Call CompiledFxGraph", "Torch-Compiled Region", "TorchDynamo")
 
 
+def _is_layer_range(name: str, layer_names: set[str]) -> bool:
+    """A stage's range: one layer's name, or the '+'-joined names of the layers a backend fused ("lrn1+pool1")."""
+    return all(part in layer_names for part in name.split("+"))
+
+
+def _host_kind(name: str, layer_names: set[str]) -> str:
+    return KIND_RANGE if name == BACKWARD or _is_layer_range(name, layer_names) else classify(name, False)
+
+
 def _part_of(event, layer_names: set[str], forward_layers: dict[int, str]) -> str:
     """The layer (or named non-layer part) an event belongs to (see the module docstring): the closest enclosing
     layer range, autograd node (by its forward op's layer), backward call, optimizer call or compiled graph."""
     compiled = False
     for e in _ancestors(event):
         name = e.name
-        if name in layer_names:
+        if _is_layer_range(name, layer_names):
             return name
         if name.startswith("autograd::engine::evaluate_function"):
             if "AccumulateGrad" in name:
@@ -251,7 +261,8 @@ def gpu_idle_share(step_spans: list[tuple[float, float]], kernels: list[tuple[fl
 def analyze(events, layer_names: Iterable[str], on_gpu: bool) -> CaseProfile:
     """The breakdown of the active steps of a torch.profiler run (`prof.events()`, FunctionEvents, times in us).
 
-    `layer_names`: the names of the model's layer ranges (its stages). Events inside an "untimed" range (the
+    `layer_names`: the case's layers; a range named after one, or after several joined by '+' (a fused stage), is
+    a layer's. Events inside an "untimed" range (the
     backward pass's untimed forward) are left out, and their time is taken off the step."""
     layer_names = set(layer_names)
     events = list(events)
@@ -269,13 +280,13 @@ def analyze(events, layer_names: Iterable[str], on_gpu: bool) -> CaseProfile:
         if seq is not None and seq >= 0 and not e.name.startswith("autograd::engine") \
                 and not re.search(r"Backward\d*$", e.name):
             for a in _ancestors(e):
-                if a.name in layer_names:
+                if _is_layer_range(a.name, layer_names):
                     forward_layers.setdefault(seq, a.name)
                     break
     # a kernel's launching op: the host event whose id is the kernel's linked correlation id (the profiler links
     # them that way; kernels have no cpu_parent)
     launched_by = {e.id: e for e in host if not getattr(e, "linked_correlation_id", 0)}
-    grouped: dict[tuple[str, str, bool], list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+    grouped: dict[tuple[str, str, str, bool], list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
     launches = 0
     kernel_spans = []
     for e in events:
@@ -285,26 +296,25 @@ def analyze(events, layer_names: Iterable[str], on_gpu: bool) -> CaseProfile:
             continue
         if device:
             layer = _part_of(parent, layer_names, forward_layers) if parent is not None else OUTSIDE
+            kind = classify(e.name, True)
             self_us = total_us = e.time_range.end - e.time_range.start
             launches += 1
             kernel_spans.append((e.time_range.start, e.time_range.end))
         else:
             layer = _part_of(e, layer_names, forward_layers)
-            kind = KIND_RANGE if e.name in layer_names or e.name == BACKWARD else classify(e.name, False)
+            kind = _host_kind(e.name, layer_names)
             self_us, total_us = e.self_cpu_time_total, e.cpu_time_total
             if not on_gpu and kind == KIND_ATEN and not any(a.name.startswith("aten::") for a in
                                                             _ancestors(e.cpu_parent)):
                 launches += 1
-        g = grouped[(e.name, layer, device)]
+        g = grouped[(e.name, kind, layer, device)]
         g[0] += 1
         g[1] += total_us
         g[2] += self_us
     step_us = (sum(e.cpu_time_total for e in steps) - untimed_us) / n
-    ops = [OpShare(name=name, kind=KIND_RANGE if (not device and (name in layer_names or name == BACKWARD))
-                   else classify(name, device),
-                   layer=layer, on_device=device, calls_per_step=calls / n, total_s_per_step=total / n / 1e6,
-                   self_s_per_step=self_ / n / 1e6, share_of_step=(self_ / n) / step_us if step_us > 0 else None)
-           for (name, layer, device), (calls, total, self_) in grouped.items()]
+    ops = [OpShare(name=name, kind=kind, layer=layer, on_device=device, calls_per_step=calls / n,
+                   total_s_per_step=total / n / 1e6, self_s_per_step=self_ / n / 1e6, share_of_step=(self_ / n) / step_us if step_us > 0 else None)
+           for (name, kind, layer, device), (calls, total, self_) in grouped.items()]
     ops.sort(key=lambda o: -o.self_s_per_step)
     if on_gpu:
         spans = [(e.time_range.start, e.time_range.end) for e in steps]
@@ -470,15 +480,11 @@ def run_ncu(child_args: Sequence[str], timeout_s: float = 600) -> tuple[list[Ncu
 
 
 # -- the command ------------------------------------------------------------------------------------------------------------
-def stage_names(runner, case: Case) -> list[str]:
-    """The names of the ranges a case's model opens: its stages (fused stages join their layers with '+')."""
-    from perfkit.backends.triton_kernels import TritonOps
-    from perfkit.model import plan_stages
+def layer_names(runner, case: Case) -> list[str]:
+    """The layers of a case's model; its ranges are named after them (fused stages join theirs with '+')."""
     from perfkit.runner import case_layers
 
-    layers = case_layers(runner.network(case), case)
-    fuses = case.backend == "triton" and TritonOps.fuses  # the only backend whose ops fuse
-    return [stage.name for stage in plan_stages(layers, fuses)]
+    return [spec.name for spec in case_layers(runner.network(case), case)]
 
 
 def profile_cases(runner, cases: Sequence[Case], store_path: Path, active_steps: int = DEFAULT_ACTIVE_STEPS,
@@ -523,7 +529,7 @@ def profile_cases(runner, cases: Sequence[Case], store_path: Path, active_steps:
                 backend = get_backend(case.backend)
                 with cpu_threads(case.threads), float32_precision(case.dtype):
                     run, prepare = runner.work(case, backend).timed()
-                    result = profile_call(run, prepare, case.device, stage_names(runner, case), active_steps, trace)
+                    result = profile_call(run, prepare, case.device, layer_names(runner, case), active_steps, trace)
                     del run, prepare
                 if ncu and case.device.startswith("cuda"):
                     kernels, ncu_note = run_ncu(ncu_args(case))
@@ -624,8 +630,6 @@ def selected_cases(args) -> list[Case]:
                 dtype=args.dtype, batch=args.batch or DEFAULT_BATCH, pass_name=args.passes, threads=args.threads)
 
 
-DEFAULT_BATCH = 8
-
 
 def child_args(case: Case) -> list[str]:
     """The `perfkit profile` arguments that select exactly `case` (for the ncu child process)."""
@@ -637,8 +641,9 @@ def child_args(case: Case) -> list[str]:
 def run_ncu_child(case: Case) -> int:
     """Inside ncu: build the case, warm it up, and run one step between cudaProfilerStart and Stop."""
     from perfkit.backends import float32_precision, get_backend
+    from perfkit.runner import calls_only_runner
 
-    runner = _bare_runner()
+    runner = calls_only_runner()
     with float32_precision(case.dtype):
         run, prepare = runner.work(case, get_backend(case.backend)).timed()
         for _ in range(2):
@@ -653,13 +658,6 @@ def run_ncu_child(case: Case) -> int:
         torch.cuda.synchronize()
         torch.cuda.profiler.stop()
     return 0
-
-
-def _bare_runner():
-    from perfkit.runner import Runner, RunnerConfig
-
-    return Runner(store=None, run_id="profile", study="profile", env={}, env_id="profile",
-                  config=RunnerConfig(precompile=False, device_peaks=False), show_progress=False)
 
 
 def run_profile_cli(args) -> int:

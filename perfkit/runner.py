@@ -539,6 +539,13 @@ class Runner:
         return want
 
 
+def calls_only_runner(config: RunnerConfig | None = None) -> Runner:
+    """A runner used only to build the calls it would time (`Runner.work`) outside a study: no store, no run, nothing
+    recorded (the timer self-check and the ncu child use it)."""
+    return Runner(store=None, run_id="unstored", study="unstored", env={}, env_id="unstored",
+                  config=config or RunnerConfig(precompile=False, device_peaks=False), show_progress=False)
+
+
 def _progress_detail(row: Measurement) -> str:
     if row.status == "ok" and row.time_median_s is not None:
         return f"{row.time_median_s * 1e3:.3f} ms, {row.images_per_s:,.0f} img/s"

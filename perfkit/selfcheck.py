@@ -115,22 +115,15 @@ def compare_timers(run: Callable[[], object], device: str = "cpu", threads: int 
                            ratio_high=max(per_round), rounds=rounds, agrees=abs(ratio - 1) <= tolerance)
 
 
-def _runner(device: str):
-    """A runner used only to build the calls it would time (perfkit.runner.Runner.work): nothing is stored."""
-    from perfkit.runner import Runner, RunnerConfig
-
-    return Runner(store=None, run_id="selfcheck", study="selfcheck", env={}, env_id="selfcheck",
-                  config=RunnerConfig(precompile=False, device_peaks=False), show_progress=False)
-
-
 def timer_selfcheck(device: str = "cpu", batch: int = DEFAULT_BATCH, threads: int | None = None,
                     variant: str = "alexnet2012", backend: str = "torch", rounds: int = DEFAULT_ROUNDS,
                     min_time_s: float = DEFAULT_MIN_TIME_S, tolerance: float = DEFAULT_TOLERANCE,
                     cases=CASES, show_progress: bool = True) -> list[TimerComparison]:
     """Every case of `cases` ((layer, pass) pairs) timed by both timers, one after the other in this process."""
     from perfkit.backends import float32_precision, get_backend
+    from perfkit.runner import calls_only_runner
 
-    runner = _runner(device)
+    runner = calls_only_runner()
     chosen = get_backend(backend)
     progress = Progress(len(cases), title="selfcheck timer", enabled=show_progress)
     out = []

@@ -15,12 +15,14 @@ from perfkit.store import Store, load_profile_ops, load_profiles
 
 @pytest.fixture(scope="module")
 def bare_runner():
-    return profile._bare_runner()
+    from perfkit.runner import calls_only_runner
+
+    return calls_only_runner()
 
 
 def _profiled(runner, case, trace=None, steps=1):
     run, prepare = runner.work(case, get_backend(case.backend)).timed()
-    return profile.profile_call(run, prepare, case.device, profile.stage_names(runner, case), steps, trace)
+    return profile.profile_call(run, prepare, case.device, profile.layer_names(runner, case), steps, trace)
 
 
 def test_every_op_of_a_network_train_step_is_attributed_to_a_layer_or_a_named_part(bare_runner, tmp_path):
@@ -256,3 +258,14 @@ def test_gpu_kernels_are_attributed_through_their_launching_op_and_counted_as_la
     assert result.gpu_idle_share == pytest.approx(1 - 510 / 1000)
     runtime = next(op for op in result.ops if op.name == "cudaLaunchKernel")
     assert runtime.kind == profile.KIND_RUNTIME and runtime.layer == "conv1" and not runtime.on_device
+
+
+def test_a_fused_stage_range_is_attributed_to_its_joined_layers():
+    step = _Event("ProfilerStep#2", 0, 100)
+    fused = _Event("lrn1+pool1", 0, 100, parent=step, self_us=5)
+    op = _Event("aten::empty", 10, 20, parent=fused, id=3)
+    kernel = _Event("_lrn_max_pool2d_kernel", 30, 90, device="CUDA", linked=3)
+    result = profile.analyze([step, fused, op, kernel], ["lrn1", "pool1", "conv2"], on_gpu=True)
+    assert {(o.name, o.kind, o.layer) for o in result.ops} == {
+        ("lrn1+pool1", profile.KIND_RANGE, "lrn1+pool1"), ("aten::empty", profile.KIND_ATEN, "lrn1+pool1"),
+        ("_lrn_max_pool2d_kernel", profile.KIND_PERFKIT_TRITON, "lrn1+pool1")}
