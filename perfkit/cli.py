@@ -202,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="the studies' full grids (hours on one GPU: the budget cuts "
                                                        "them; rerun to resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
+    p.add_argument("--plan", action="store_true", help="print the phases, their cases, the Triton binaries to "
+                                                       "compile and each phase's estimated time; run nothing")
+    p.add_argument("--gpu", choices=("h100", "h200", "a100"), default=None,
+                   help="with --plan: the GPU to plan for (default: the one here, else h100)")
+    p.add_argument("--store", default=None, metavar="PATH",
+                   help="with --plan: a store whose measured case times replace the model's (default: "
+                        "<out>/perfkit.db when it exists)")
     _add_autotune_arg(p)
 
     p = sub.add_parser("profile", help="where a case's time goes: torch.profiler breakdowns by layer, op and kernel, "
@@ -556,11 +563,32 @@ def cmd_dashboard(args, parser) -> int:
     return 0
 
 
+def _campaign_plan(args) -> int:
+    from perfkit.campaignplan import format_plan, gpu_key_for, make_plan
+
+    gpu = args.gpu
+    if gpu is None:
+        import torch
+
+        gpu = (gpu_key_for(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else None) or "h100"
+    store = Path(args.store) if args.store else None
+    if store is None:
+        here = Path(args.out) if args.out else None
+        store = here / "perfkit.db" if here and (here / "perfkit.db").exists() else None
+    plan = make_plan(gpu, args.budget_minutes, quick=args.quick, full=args.full, store=store)
+    print(format_plan(plan))
+    return 0
+
+
 def cmd_campaign(args, parser) -> int:
     from perfkit.campaign import run_campaign
 
     if args.quick and args.full:
         return _usage_error(parser, "campaign", "--quick and --full contradict each other")
+    if not args.plan and (args.gpu or args.store):
+        return _usage_error(parser, "campaign", "--gpu and --store only go with --plan")
+    if args.plan:
+        return _campaign_plan(args)
     code = _device_error(args, "campaign")
     if code:
         return code

@@ -39,15 +39,22 @@ FILE` per group. The job file names the store, the run and the cases; rank 0 app
 finishes (a killed run loses at most the case in flight, and rerunning resumes). When a launch fails, the first case
 without a row is recorded as an error (or out of memory) with the end of the workers' output, and the rest of the group
 is launched again. GPU ranks use cuda:LOCAL_RANK; rows name rank 0's device. CPU ranks set `threads` torch threads each.
+
+A time budget (the runner's deadline) is honoured as the runner honours it: no launch starts after the deadline, the
+workers get it (as wall-clock time) and agree, through rank 0, to start no case after it, and the cases left are
+counted in runner.cases_not_run, not stored, so the run stays unfinished and a rerun resumes them. torchrun's launch
+times out DEADLINE_GRACE_S seconds after the deadline; the case then in flight is stored as an error that says it was
+stopped at the deadline, never as a speed result. torchrun runs in its own process group (perfkit.procgroup), ended
+with its workers on that timeout and when the parent fails or is interrupted; the workers die with torchrun.
 """
 from __future__ import annotations
 
 import argparse
-import collections
 import datetime
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,6 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from perfkit.cases import NETWORK, Case
+from perfkit.procgroup import GroupResult, die_with_parent, run_in_group
 from perfkit.records import Measurement
 from perfkit.model import AlexNetModule, TorchOps, _LayerParameters, init_parameters, torch_dtype
 from perfkit.specs import (Activation, Conv, CrossEntropy, Dropout, LayerSpec, Linear, LocalResponseNorm, MaxPool,
@@ -73,6 +81,9 @@ INIT_TIMEOUT = datetime.timedelta(minutes=10)  # a collective that waits longer 
 ENERGY_NOTE = ("not measured: distributed cases are timed in lockstep over several processes, without a sustained "
                "energy window")
 ROOFLINE_NOTE = "not computed: a distributed case runs on several devices"
+DEADLINE_GRACE_S = 30.0  # seconds a case in flight at the run's deadline may still take before torchrun is stopped
+KILL_GRACE_S = 5.0  # seconds torchrun gets to stop its workers after SIGTERM before the group is SIGKILLed
+TORCHRUN_MARKERS = ("torch.distributed.run", "torchrun")  # in the command line of a worker's parent, torchrun
 
 
 def dist_options(case: Case) -> tuple[str, int, str]:
@@ -541,24 +552,60 @@ def measure_case(case: Case, job: dict, network: Network, parameters) -> Measure
     return row
 
 
+def _deadline_passed(deadline_wall: float) -> bool:
+    """Whether the run's deadline (time.time(), seconds) has passed by rank 0's clock, the same answer on every rank
+    (a broadcast): ranks reading their own clocks a moment apart could disagree, and a rank that stopped alone would
+    leave the others waiting in a collective. Collective."""
+    verdict = [time.time() >= deadline_wall if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(verdict, src=0)
+    return bool(verdict[0])
+
+
+def write_report(path: str | None, **state) -> None:
+    """Rank 0's account of a launch for the parent, replaced whole (so the parent never reads half a file): the case
+    in flight (`in_flight`, its key, or None between cases) and whether the workers stopped at the deadline
+    (`stopped_at_deadline`, with `not_started` cases left)."""
+    if not path:
+        return
+    tmp = f"{path}.tmp"
+    Path(tmp).write_text(json.dumps(state))
+    os.replace(tmp, path)
+
+
+def read_report(path: str | Path) -> dict:
+    """The last report rank 0 wrote ({} when none was: the workers never reached their first case)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def run_worker(job_path: str) -> int:
-    """The torchrun worker: measure the job's cases in order; rank 0 stores each row as it finishes."""
+    """The torchrun worker: measure the job's cases in order; rank 0 stores each row as it finishes. With the job's
+    `deadline_wall` (time.time(), seconds), no case starts after it: the workers stop there and rank 0 reports it
+    (`report`, see write_report), leaving the rest to a rerun."""
     from perfkit.progress import Progress
     from perfkit.store import Store
 
     job = json.loads(Path(job_path).read_text())
     cases = [case_from_dict(d) for d in job["cases"]]
+    deadline = job.get("deadline_wall")
     _, _, backend = dist_options(cases[0])
     device = _rank_device(cases[0])
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
     dist.init_process_group(backend, timeout=INIT_TIMEOUT)
     rank = dist.get_rank()
+    report = job.get("report") if rank == 0 else None
     store = Store.open(job["store"]) if rank == 0 else None
     progress = Progress(len(cases), title=job["study"], enabled=job.get("show_progress", True) and rank == 0)
     try:
         cache: dict = {}
-        for case in cases:
+        for i, case in enumerate(cases):
+            if deadline is not None and _deadline_passed(deadline):
+                write_report(report, in_flight=None, stopped_at_deadline=True, not_started=len(cases) - i)
+                break
+            write_report(report, in_flight=case.key, stopped_at_deadline=False)
             progress.start(case.key)
             key = (case.variant, case.activation)
             if key not in cache:
@@ -570,6 +617,8 @@ def run_worker(job_path: str) -> int:
                 detail = (f"{row.time_median_s * 1e3:.1f} ms, {row.images_per_s:,.1f} img/s"
                           if row.status == "ok" else row.note or "")
                 progress.done(row.status, detail)
+        else:
+            write_report(report, in_flight=None, stopped_at_deadline=False)
     finally:
         progress.close()
         if store is not None:
@@ -622,6 +671,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    # torchrun starts each worker in a session of its own, out of reach of the process group the parent kills
+    # (perfkit.procgroup): a worker must die with torchrun itself, or a killed launch would leave it holding the device.
+    # A torchrun killed while this worker was still importing is caught by its command line missing from the parent.
+    under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
+    die_with_parent(signal.SIGKILL, TORCHRUN_MARKERS if under_torchrun else ())
     if args.command == "worker":
         return run_worker(args.job)
     return run_check(args)
@@ -634,27 +688,25 @@ def torchrun_command(nproc: int, args: Sequence[str]) -> list[str]:
             "-m", "perfkit.distributed", *args]
 
 
-def launch(nproc: int, args: Sequence[str], threads: int = 1, echo: bool = True) -> tuple[int, str]:
-    """Run torchrun with `nproc` workers and wait: (exit status, the last lines of the workers' output). Output is
-    passed on to stderr as it comes when `echo`."""
+def launch(nproc: int, args: Sequence[str], threads: int = 1, echo: bool = True,
+           timeout_s: float | None = None) -> GroupResult:
+    """Run torchrun with `nproc` workers and wait at most `timeout_s` seconds (None: no limit). Returns the
+    perfkit.procgroup.GroupResult: exit status, whether the timeout stopped it, seconds, and the last lines of the
+    workers' output (stdout and stderr together), which is also passed on to stderr as it comes when `echo`.
+
+    torchrun runs in its own process group: on timeout, or on an exception or KeyboardInterrupt here, it gets SIGTERM
+    (on which it stops its workers), KILL_GRACE_S seconds, then the group gets SIGKILL. If this process dies, torchrun
+    gets SIGTERM from the kernel (Linux); the workers, which torchrun starts in sessions of their own, die with
+    torchrun (see main), so none outlives a SIGKILLed torchrun either."""
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, threads)))
-    tail: collections.deque = collections.deque(maxlen=60)
-    proc = subprocess.Popen(torchrun_command(nproc, args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)
-    try:
-        for line in proc.stdout:
-            tail.append(line)
-            if echo:
-                sys.stderr.write(line)
-                sys.stderr.flush()
-        return proc.wait(), "".join(tail)
-    except BaseException:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        raise
+
+    def echo_line(line: str) -> None:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+    return run_in_group(torchrun_command(nproc, args), timeout_s=timeout_s, env=env, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, on_line=echo_line if echo else None, grace_s=KILL_GRACE_S,
+                        death_signal=signal.SIGTERM)
 
 
 def case_from_dict(d: dict) -> Case:
@@ -710,7 +762,7 @@ def _stored_rows(store, run_id: str, keys: Sequence[str]):
     return [by_key[k] for k in keys if k in by_key]
 
 
-def _failure_row(runner, case: Case, rc: int, tail: str):
+def _failure_row(runner, case: Case, rc: int | None, tail: str):
     from perfkit.runner import case_row
     from perfkit.store import utc_now
 
@@ -724,19 +776,45 @@ def _failure_row(runner, case: Case, rc: int, tail: str):
     return row
 
 
+def _deadline_row(runner, case: Case, late_s: float | None, tail: str):
+    """The row of the case in flight when a launch was stopped at the end of the run's time budget (`late_s` seconds
+    after its deadline): an error, without any time or rate (a step cut short is no measurement)."""
+    from perfkit.runner import case_row
+    from perfkit.store import utc_now
+
+    row = case_row(case, runner.run_id, runner.study, runner.env_id, NETWORK)
+    lines = [line for line in tail.strip().splitlines() if line.strip()]
+    when = f" {late_s:.0f} s after the deadline" if late_s is not None and late_s >= 0 else ""
+    row.status = "error"
+    row.note = (f"stopped at the deadline: the run's time budget ended during this case and torchrun was stopped"
+                f"{when}; not a speed result (the case has no time); the workers' last output: "
+                + " | ".join(lines[-8:]))[:2000]
+    row.started_at = row.finished_at = utc_now()
+    return row
+
+
 def measure_cases(runner, cases: Sequence[Case], extra_reason: Callable[[Case], str | None] | None = None,
                   echo: bool | None = None):
     """Measure distributed cases into the runner's store and run: the ones that cannot run here are stored as skipped
     with the reason, the rest run in torchrun workers, one launch per (world size, backend, device kind) group, rank
-    0 storing the rows. Returns this call's rows (read back from the store)."""
+    0 storing the rows. Returns this call's rows (read back from the store).
+
+    The runner's deadline (RunnerConfig.deadline, time.monotonic()) is honoured as Runner.run does: no launch starts
+    after it, the workers get it (as time.time()) and start no case after it, and cases not started are left out,
+    counted in runner.cases_not_run (a rerun resumes them). A launch may outlive the deadline by DEADLINE_GRACE_S
+    seconds (for the case in flight; less where the runner's `stop_at`, a hard stop in time.monotonic(), comes
+    sooner) plus KILL_GRACE_S (to stop); a case cut there is stored as an error that says so."""
     store, run_id = runner.store, runner.run_id
+    deadline = runner.config.deadline
+    stop_at = getattr(runner.config, "stop_at", None)  # time.monotonic() at which a case in flight is stopped
+    runner.cases_not_run = 0
     done = store.finished_case_keys(run_id)
     todo = list({c.key: c for c in cases if c.key not in done}.values())
     echo = runner.show_progress if echo is None else echo
     keys, groups = [], {}
     for case in todo:
         reason = (extra_reason(case) if extra_reason else None) or unavailable_reason(case)
-        if reason:
+        if reason:  # recorded whatever the deadline: it costs nothing
             row = runner.blank_row(case)
             row.status, row.note = "skipped", reason
             store.add_measurement(row)
@@ -747,22 +825,48 @@ def measure_cases(runner, cases: Sequence[Case], extra_reason: Callable[[Case], 
     for (world, _, _), group in groups.items():
         remaining = list(group)
         while remaining:
+            now = time.monotonic()
+            left = None if deadline is None else deadline - now  # seconds
+            if (left is not None and left <= 0) or (stop_at is not None and stop_at <= now):
+                runner.cases_not_run += len(remaining)  # not stored: a rerun of the run measures them
+                break
+            # the launch ends DEADLINE_GRACE_S after the deadline, or at the runner's hard stop if that is sooner
+            ends = [t for t in (None if deadline is None else deadline + DEADLINE_GRACE_S, stop_at) if t is not None]
             with tempfile.TemporaryDirectory(prefix="perfkit-dist-") as tmp:
-                job = Path(tmp) / "job.json"
+                job, report = Path(tmp) / "job.json", Path(tmp) / "report.json"
                 job.write_text(json.dumps({
                     "store": str(Path(store.path).resolve()), "run_id": run_id, "study": runner.study,
                     "env_id": runner.env_id, "env": runner.env, "seed": runner.config.seed,
                     "check_batch": runner.config.check_batch, "timing": asdict(runner.config.timing),
-                    "show_progress": echo, "cases": [asdict(c) for c in remaining]}, default=str))
+                    "show_progress": echo, "cases": [asdict(c) for c in remaining],
+                    # wall time: the workers are other processes, and time.time() is the clock every process shares
+                    "deadline_wall": None if left is None else time.time() + left,
+                    "report": str(report)}, default=str))
                 threads = remaining[0].threads or 1
-                rc, tail = launch(world, ["worker", "--job", str(job)], threads=threads, echo=echo)
+                result = launch(world, ["worker", "--job", str(job)], threads=threads, echo=echo,
+                                timeout_s=min(ends) - now if ends else None)
+                state = read_report(report)
             stored = store.finished_case_keys(run_id)
             keys += [c.key for c in remaining if c.key in stored]
             remaining = [c for c in remaining if c.key not in stored]
-            if remaining:  # the launch ended before the first of these was stored: it failed there
-                store.add_measurement(_failure_row(runner, remaining[0], rc, tail))
-                keys.append(remaining[0].key)
-                remaining = remaining[1:]
+            if not remaining:
+                break
+            if result.timed_out:  # at the end of the budget: the case in flight (if one had started) was cut short
+                cut = next((c for c in remaining if c.key == state.get("in_flight")), None)
+                if cut is not None:
+                    late = None if deadline is None else time.monotonic() - deadline
+                    store.add_measurement(_deadline_row(runner, cut, late, result.output))
+                    keys.append(cut.key)
+                    remaining.remove(cut)
+                runner.cases_not_run += len(remaining)
+                break
+            if state.get("stopped_at_deadline"):  # the workers stopped before a case past the deadline
+                runner.cases_not_run += len(remaining)
+                break
+            # the launch ended before the first of these was stored: it failed there
+            store.add_measurement(_failure_row(runner, remaining[0], result.returncode, result.output))
+            keys.append(remaining[0].key)
+            remaining = remaining[1:]
     return _stored_rows(store, run_id, keys)
 
 

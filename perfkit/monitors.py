@@ -223,6 +223,9 @@ class CudaMemoryMonitor:
 
     def begin(self) -> None:
         self.torch.cuda.synchronize(self.device)
+        # Cached blocks freed before the window (autotune buffers, the warm-up's) would otherwise set the reserved
+        # peak's floor: reset_peak_memory_stats starts it from what is reserved now.
+        self.torch.cuda.empty_cache()
         self.torch.cuda.reset_peak_memory_stats(self.device)
 
     def end(self) -> CudaMemoryWindow:

@@ -56,6 +56,9 @@ class Measurement:
     autotune_policy: str | None = None  # triton rows: "default" (committed tables) or "full" (swept on this GPU)
     kernel_configs: str | None = None  # triton rows: JSON {kernel: {problem: {"config", "from"}}} of the launches
     timing_note: str | None = None
+    graphs_compiled: int | None = None  # compile rows: graphs dynamo captured for the case (0 would be eager: an error)
+    compiles_in_window: int | None = None  # compilations during the timed repetitions and energy window (should be 0)
+    compile_note: str | None = None
 
     # -- work and rates (cost model, see perfkit.specs) ---------------------------------------------------------------
     flops: float | None = None  # per call of the pass; a multiply-add is 2 FLOPs

@@ -14,8 +14,9 @@ Per case:
    throttle reasons describe steady throughput, not the flushes between timed repetitions. Energy per image divides by
    the images of that window. With `RunnerConfig.energy` off (`--quick`), the window is skipped and those fields are
    None with the reason; where no energy counter is readable there is nothing to wait for and no window is run.
-6. Derive rates from the cost model, and the roofline from the device's peaks (measured on first use, once per run,
-   device and dtype, and stored in `device_peaks`); append the row and its power samples to the store (committed
+6. Derive rates from the cost model, and the roofline from the device's peaks (measured on first use, once per
+   machine, device and dtype in a store: a later run on the same environment copies them into its own `device_peaks`
+   rows, naming the run that measured them); append the row and its power samples to the store (committed
    together, at once).
 Out-of-memory is recorded as "oom" and any other failure as "error" with its message; the run goes on. Every monitor
 that began is ended (its sampling thread stopped) whatever happens in its window.
@@ -29,7 +30,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, replace
@@ -39,6 +42,7 @@ import torch
 
 from perfkit.backends import Backend, float32_precision, get_backend
 from perfkit.cases import AUGMENT, NETWORK, Case
+from perfkit.compilewatch import CompileWatch
 from perfkit.model import init_parameters, torch_dtype
 from perfkit.monitors import DEFAULT_POWER_INTERVAL_S, POWERCAP_ROOT, monitors_for
 from perfkit.peaks import measure_copy_bandwidth, measure_matmul_rate, roofline
@@ -77,6 +81,12 @@ class RunnerConfig:
     device_peaks: bool = True  # measure the devices' peaks for the roofline fields
     deadline: float | None = None  # time.monotonic() after which no new case starts (a time budget)
     precompile: bool = True  # compile the triton GPU cases' binaries in parallel before the first case
+    energy_off_note: str = QUICK_ENERGY_NOTE  # why rows have no energy when `energy` is off
+    #: estimate_s(case, timing) -> seconds: with a deadline, a case whose estimate would end past it is left for a
+    #: rerun (a longer budget). perfkit.campaignplan.Estimator gives one.
+    estimate_s: Callable[[Case, TimingPolicy], float] | None = None
+    case_cap_s: float | None = None  # a case still running after this many seconds is stopped and recorded as such
+    stop_at: float | None = None  # time.monotonic() at which a case in flight is stopped (the end of a budget)
 
 
 def run_in_window(monitors: Sequence, body):
@@ -145,6 +155,13 @@ def cpu_threads(threads: int | None):
         torch.set_num_threads(saved)
 
 
+def timed_inputs_device(case: Case) -> str | None:
+    """Where a case's timed inputs are drawn: on its GPU (a batch of 2**16 images is tens of GB, which would otherwise
+    exist in host memory first), or on the CPU (None). The check's inputs are always drawn on the CPU, where its
+    float64 reference runs."""
+    return case.device if case.device.startswith("cuda") else None
+
+
 def failure_fields(exc: BaseException) -> dict:
     """A failed case's status and note: "oom" for CUDA out-of-memory (its first line), else "error" with the
     exception."""
@@ -168,17 +185,47 @@ def device_name(device: str, env: dict) -> str:
     return env.get("cpu_model") or "CPU"
 
 
+class CaseTimeLimit(BaseException):
+    """Raised inside a case that ran past its time cap (a BaseException, so that no `except Exception` on the way
+    out of the case's code swallows it)."""
+
+
+@contextlib.contextmanager
+def time_cap(seconds: float | None):
+    """Raise CaseTimeLimit in this thread once `seconds` of wall time have passed inside the block (SIGALRM; only in
+    the main thread, elsewhere the block runs uncapped). The check runs between Python bytecodes, so a single long
+    native call (one kernel, one compile step) ends before the case stops."""
+    if seconds is None or threading.current_thread() is not threading.main_thread() or \
+            not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise CaseTimeLimit(f"stopped after {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 class Runner:
     """Measures cases into one run of a store."""
 
     def __init__(self, store: Store, run_id: str, study: str, env: dict, env_id: str,
                  config: RunnerConfig = RunnerConfig(), show_progress: bool = True,
-                 measure_hook: Callable[[Case, Runner], CaseResult | None] | None = None):
+                 measure_hook: Callable[[Case, Runner], CaseResult | None] | None = None,
+                 after_case: Callable[[Measurement], None] | None = None):
         """`measure_hook(case, runner)`: a study's own way of measuring the cases the check-and-time path does not
         cover (a training run); it returns a CaseResult, or None to hand the case to the runner. What it raises is
-        recorded as the case's error, and the run goes on."""
+        recorded as the case's error, and the run goes on. `after_case(row)` is called after each row is stored (the
+        campaign rewrites its exports there, so that its folder is current after every case)."""
         self.store = store
         self.measure_hook = measure_hook
+        self.after_case = after_case
         self.run_id = run_id
         self.study = study
         self.env = env
@@ -209,23 +256,63 @@ class Runner:
         self.cases_not_run = 0
         try:
             for case in todo:
-                if self.config.deadline is not None and time.monotonic() >= self.config.deadline \
-                        and not self._would_skip(case):
+                if self._past_deadline(case):
                     self.cases_not_run += 1  # not stored: a rerun of the run measures it
                     continue
                 progress.start(case.label)
-                result = self._measure_by_hook(case) if self.measure_hook else None
-                if result is None:
-                    row = self.measure(case)
-                    self.store.add_measurement(row, self.last_power_samples if row.status == "ok" else ())
+                row, by_hook, curve = self._measure_capped(case)
+                if by_hook:
+                    self.store.add_measurement(row, training_curve=curve)
                 else:
-                    row = result.row
-                    self.store.add_measurement(row, training_curve=result.training_curve)
+                    self.store.add_measurement(row, self.last_power_samples if row.status == "ok" else ())
                 rows.append(row)
                 progress.done(row.status, _progress_detail(row))
+                if self.after_case is not None:
+                    self.after_case(row)
         finally:
             progress.close()
         return rows
+
+    def _past_deadline(self, case: Case) -> bool:
+        """Whether a case is left for a rerun: the deadline has passed, or (with an estimator) its estimate would end
+        past it. A case that would only be recorded as skipped never is."""
+        deadline = self.config.deadline
+        if deadline is None or self._would_skip(case):
+            return False
+        now = time.monotonic()
+        if now >= deadline:
+            return True
+        return bool(self.config.estimate_s is not None
+                    and now + self.config.estimate_s(case, self.config.timing) > deadline)
+
+    def _measure_capped(self, case: Case) -> tuple[Measurement, bool, Sequence]:
+        """(row, measured by the study's hook, training curve) for one case, under its time cap: the sooner of
+        `case_cap_s` from now and `stop_at`. A case stopped there is an error that says so, never a speed result."""
+        caps = [c for c in (self.config.case_cap_s,
+                            None if self.config.stop_at is None else self.config.stop_at - time.monotonic())
+                if c is not None]
+        cap = min(caps) if caps else None
+        started = utc_now()
+        try:
+            with time_cap(cap):
+                result = self._measure_by_hook(case) if self.measure_hook else None
+                if result is not None:
+                    return result.row, True, result.training_curve
+                return self.measure(case), False, ()
+        except CaseTimeLimit as stop:
+            if case.device.startswith("cuda") and torch.cuda.is_available():
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+            if case.backend == "compile":
+                torch._dynamo.reset()  # a compile stopped halfway leaves nothing for the next case
+            self.last_power_samples = []
+            try:
+                row = self.blank_row(case)
+            except (KeyError, ValueError) as bad:
+                return self._bad_case_row(case, started, str(bad)), False, ()
+            cap_reason = "its time cap" if cap == self.config.case_cap_s else "the end of the time budget"
+            return replace(row, status="error", note=f"{stop} ({cap_reason}); not a speed result",
+                           started_at=started, finished_at=utc_now()), False, ()
 
     def precompile(self, cases: Sequence[Case]) -> None:
         """Compile the binaries of the triton GPU cases on every host core before the first is timed (perfkit.
@@ -326,9 +413,11 @@ class Runner:
             tuning = _kernel_tuning(case)
             if tuning is not None:
                 tuning.reset_configs_used()
-            with cpu_threads(case.threads), float32_precision(case.dtype):
+            with cpu_threads(case.threads), float32_precision(case.dtype), CompileWatch() as watch:
                 row.threads = torch.get_num_threads()
                 row = self._check_and_time(case, backend, row)
+                if case.backend == "compile":
+                    row = _compile_verdict(row, watch.dynamo_graphs)
             if tuning is not None:
                 row = replace(row, autotune_policy=tuning.autotune_policy(),
                               kernel_configs=json.dumps(tuning.configs_used(), sort_keys=True))
@@ -374,9 +463,8 @@ class Runner:
             return Checked(error, worst, check_batch, tolerance_for(case.dtype, stock_error), stock_note)
 
         def timed():
-            workload = Workload(module, case.pass_name,
-                                make_inputs(layers, case.batch, self._input_seed(case, "time")), case.device, dtype,
-                                backend.make_optimizer, autocast)
+            inputs = make_inputs(layers, case.batch, self._input_seed(case, "time"), device=timed_inputs_device(case))
+            workload = Workload(module, case.pass_name, inputs, case.device, dtype, backend.make_optimizer, autocast)
             return workload.run, workload.prepare
 
         return Work(check_once, timed, case_cost(network, case, layers))
@@ -404,35 +492,48 @@ class Runner:
                            note=f"not timed: error {error:.3g} in {worst} exceeds the {case.dtype} tolerance "
                                 f"{tolerance:g}")
 
-        # 2. timing, under the memory monitors
+        # 2. timing, under the memory monitors. One untimed call at the timed batch comes first, outside every
+        # window: autotuning (and its buffers), compilation for this shape and the allocator's first growth then
+        # fall outside the memory peaks and the timed repetitions.
         run, prepare = work.timed()
+        if prepare:
+            prepare()
+        run()
+        if case.device.startswith("cuda"):
+            torch.cuda.synchronize(case.device)
         monitors = monitors_for(case.device, self.config.power_interval_s, self.config.powercap_root)
         sustained = [m for m in monitors if m.min_window_s > 0]
         timer = timer_for(case.device)
         graph_used, graph_note = False, None
         if case.option("cuda_graph"):
             run, graph_used, graph_note = timer.cuda_graph(run, prepare)
-        timing, windows = run_in_window(
-            [m for m in monitors if m.min_window_s == 0],
-            lambda: timer.measure(run, prepare, self.config.timing, hot_cache=bool(case.option("hot_cache"))))
+        in_window = CompileWatch().__enter__()
+        try:
+            timing, windows = run_in_window(
+                [m for m in monitors if m.min_window_s == 0],
+                lambda: timer.measure(run, prepare, self.config.timing, hot_cache=bool(case.option("hot_cache"))))
+            images = None
+            if sustained and self.config.energy:
+                seconds = max(m.min_window_s for m in sustained)
+                calls, energy_windows = run_in_window(sustained, lambda: timer.repeat_for(run, prepare, seconds))
+                windows += energy_windows
+                images = calls * case.batch
+                for monitor in sustained:
+                    self.last_power_samples.extend(getattr(monitor, "samples", ()))
+        finally:
+            in_window.__exit__(None, None, None)
         fields = timing.record_fields()
         fields["cuda_graph"] = graph_used
         fields["timing_note"] = "; ".join(n for n in (fields["timing_note"], graph_note) if n) or None
 
-        # 3. energy, power and GPU state over a sustained window
-        images = None
+        # 3. energy, power and GPU state over a sustained window (run above, inside the same compile watch)
         if sustained and not self.config.energy:
-            windows += [m.unmeasured(QUICK_ENERGY_NOTE) for m in sustained]
-        elif sustained:
-            seconds = max(m.min_window_s for m in sustained)
-            calls, energy_windows = run_in_window(sustained, lambda: timer.repeat_for(run, prepare, seconds))
-            windows += energy_windows
-            images = calls * case.batch
-            for monitor in sustained:
-                self.last_power_samples.extend(getattr(monitor, "samples", ()))
+            windows += [m.unmeasured(self.config.energy_off_note) for m in sustained]
         for window in windows:
             row = replace(row, **asdict(window))
-        row = replace(row, **fields)
+        row = replace(row, **fields, **_compiles_in_window(case, in_window))
+        if row.compiles_in_window:
+            row.timing_note = "; ".join(n for n in (row.timing_note, "flagged: " + row.compile_note) if n)
         if row.energy_j is not None and images:
             if prepare is None:
                 row = replace(row, energy_per_image_j=row.energy_j / images, images_per_j=images / row.energy_j)
@@ -472,6 +573,13 @@ class Runner:
         if key in stored:
             self._peaks[key] = stored[key]
             return stored[key]
+        earlier = self.store.machine_device_peaks(self.env_id).get(key)
+        if earlier is not None:  # measured by an earlier run on this machine: once per store, not once per run
+            peak = {**earlier, "run_id": self.run_id,
+                    "method": f"{earlier['method']} (measured by run {earlier['run_id']} at {earlier['measured_at']})"}
+            self.store.add_device_peak(peak)
+            self._peaks[key] = peak
+            return peak
         if not self.config.device_peaks:
             return {"note": "device peaks not measured (RunnerConfig.device_peaks is off)"}
         peak = {"run_id": self.run_id, "device": device, "device_name": name, "dtype": dtype, "threads": threads,
@@ -537,6 +645,30 @@ class Runner:
         # One entry: a network's float64 gradients are ~1 GB, and studies list a case's backends next to each other.
         self._references = {key: want} if not active_dropout else {}
         return want
+
+
+def _compile_verdict(row: Measurement, graphs: int) -> Measurement:
+    """A compile row records the graphs dynamo captured for it; one that captured none ran eager code and is an
+    error with that reason, never a speed result."""
+    row = replace(row, graphs_compiled=graphs)
+    if row.status == "ok" and graphs == 0:
+        return replace(row, status="error",
+                       note="torch.compile captured no graph for this case: dynamo ran it eagerly (recompile limit or "
+                            "a fallback), so its timing is not of compiled code")
+    return row
+
+
+def _compiles_in_window(case: Case, watch: CompileWatch) -> dict:
+    """The row's count of compilations inside its timed repetitions and energy window, flagged in its timing note
+    when any happened. A triton row run by the interpreter (or an old triton) cannot be counted: None, with why."""
+    if case.backend == "triton" and watch.triton_binaries is None:
+        return {"compiles_in_window": None, "compile_note": f"compiles not counted: {watch.triton_note}"}
+    count = watch.total()
+    fields = {"compiles_in_window": count}
+    if count:
+        fields["compile_note"] = (f"{count} compilation(s) inside the timed repetitions or energy window: this row's "
+                                  "timing includes compile time")
+    return fields
 
 
 def calls_only_runner(config: RunnerConfig | None = None) -> Runner:

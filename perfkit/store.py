@@ -29,7 +29,8 @@ Tables:
   throughput and achieved occupancy as % of peak, and tensor-pipe use.
 
 Schema versions: 1 had the first four tables; 2 added `power_samples`, `device_peaks` and the harness's measurement
-columns; 3 added `training_curves`; 4 added `profiles`, `profile_ops` and `ncu_kernels`. Opening an older store adds what it lacks (new columns read as NULL); merging an older store into a newer one
+columns; 3 added `training_curves`; 4 added `profiles`, `profile_ops` and
+`ncu_kernels`; 5 added the measurement columns `graphs_compiled`, `compiles_in_window` and `compile_note`. Opening an older store adds what it lacks (new columns read as NULL); merging an older store into a newer one
 copies the tables it has.
 
 Each measurement is committed as its case finishes, so a killed study loses at most the case in flight. Rerunning the
@@ -53,7 +54,7 @@ from typing import Iterable, Sequence
 
 from perfkit.records import Measurement
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APPLICATION_ID = 0x50464B54  # "PFKT" in the SQLite header: marks the file as a perfkit store
 DEFAULT_STORE = "perfkit.db"
 STORE_ENV_VAR = "PERFKIT_STORE"
@@ -175,7 +176,12 @@ class Store:
         self.con = con
 
     @classmethod
-    def open(cls, path: str | os.PathLike | None = None, create: bool = True) -> Store:
+    def open(cls, path: str | os.PathLike | None = None, create: bool = True, wal: bool | None = None) -> Store:
+        """The journal mode is the file's own and persists: a new store is made in WAL mode (readers proceed during a
+        long study's writes) unless `wal=False`; an existing one keeps its mode unless `wal` says otherwise.
+        Rollback-journal mode (`wal=False`) puts every commit in the file itself, with no -wal or -shm file beside
+        it (a -journal exists only during a write): the campaign's folder must hold valid files after each case, and
+        every later opening, by a study or a torchrun worker, keeps that mode."""
         path = Path(path or default_store_path())
         version = _check_existing(path)
         if version is None and not create:
@@ -183,8 +189,13 @@ class Store:
         if version is None and path.parent and not path.parent.exists():
             raise StoreError(f"cannot create a store at {path}: directory {path.parent} does not exist")
         con = sqlite3.connect(path.resolve().as_uri(), uri=True, timeout=60, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")  # in WAL mode durable across process crashes, not power loss
+        if wal is None:
+            wal = version is None or con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+        if wal:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")  # in WAL mode durable across process crashes, not power loss
+        else:
+            con.execute("PRAGMA journal_mode=DELETE")  # also turns a WAL store back into a single file
         store = cls(path, con)
         store._create_or_migrate(version)
         return store
@@ -249,6 +260,14 @@ class Store:
                  perfkit_version, cases_planned))
         return run_id, False
 
+    def finished_run_id(self, study: str, args: dict, env_id: str) -> str | None:
+        """The latest finished run of `study` with these arguments on this environment, or None (the campaign's
+        second command skips what its first one finished)."""
+        args_key = json.dumps(args, sort_keys=True, default=str)
+        row = self.con.execute("SELECT run_id FROM runs WHERE study=? AND args_key=? AND env_id=? AND finished_at IS "
+                               "NOT NULL ORDER BY finished_at DESC LIMIT 1", (study, args_key, env_id)).fetchone()
+        return row[0] if row else None
+
     def finish_run(self, run_id: str) -> None:
         with self.transaction():
             self.con.execute("UPDATE runs SET finished_at=? WHERE run_id=?", (utc_now(), run_id))
@@ -288,6 +307,24 @@ class Store:
         """The peaks stored for a run, by (device, dtype, torch CPU threads they were measured with)."""
         cur = self.con.execute(f"SELECT {', '.join(DEVICE_PEAK_COLUMNS)} FROM device_peaks WHERE run_id=?", (run_id,))
         return {(r[1], r[3], r[4]): dict(zip(DEVICE_PEAK_COLUMNS, r)) for r in cur}
+
+    def machine_device_peaks(self, env_id: str) -> dict[tuple[str, str, int], dict]:
+        """The first peaks measured in any run of this store on the same environment (machine and software), by
+        (device, dtype, threads): a later study run on the same machine reuses them rather than measuring again.
+        Only measured values count: a peak whose measurement failed is measured again."""
+        cols = ", ".join(f"p.{c}" for c in DEVICE_PEAK_COLUMNS)
+        cur = self.con.execute(
+            f"SELECT {cols} FROM device_peaks p JOIN runs r ON r.run_id = p.run_id WHERE r.env_id=? "
+            "AND p.matmul_flops_per_s IS NOT NULL AND p.copy_bytes_per_s IS NOT NULL ORDER BY p.measured_at", (env_id,))
+        found: dict = {}
+        for r in cur:
+            found.setdefault((r[1], r[3], r[4]), dict(zip(DEVICE_PEAK_COLUMNS, r)))
+        return found
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the store file and empty it, so that a copy of the file alone holds every
+        committed row (used after each case by the campaign, whose folder may be taken away at any moment)."""
+        self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def add_profile(self, profile: dict, ops: Sequence = (), ncu: Sequence = ()) -> None:
         """Store a profiled case (a dict with PROFILE_COLUMNS), its breakdown (objects with PROFILE_OP_COLUMNS as

@@ -111,10 +111,13 @@ def absent_device_reason(device: str) -> str | None:
 
 
 def run_study(study, options: StudyOptions, store_path, show_progress: bool = True, resume: bool = True,
-              config: RunnerConfig | None = None, deadline: float | None = None) -> StudyResult:
+              config: RunnerConfig | None = None, deadline: float | None = None,
+              after_case=None, limits: dict | None = None) -> StudyResult:
     """Measure a study's cases into the store (resuming its unfinished run with the same arguments), then store and
     return its summary. With a `deadline` (time.monotonic()), cases not started by then are left for a rerun: the run
-    stays unfinished and the summary says how many were left out."""
+    stays unfinished and the summary says how many were left out. `after_case(row)` is called after each stored row
+    (perfkit.runner.Runner). `limits`: RunnerConfig fields laid over the study's own config (the campaign's per-case
+    time cap, `case_cap_s`, and the end of its budget, `stop_at`)."""
     env = collect_environment(probe_gpus=any(d.startswith("cuda") for d in options.devices))
     env_id = environment_id(env)
     cases = study.cases(options)
@@ -125,6 +128,8 @@ def run_study(study, options: StudyOptions, store_path, show_progress: bool = Tr
         config = RunnerConfig(timing=timing, energy=energy)
     if deadline is not None:
         config = replace(config, deadline=deadline)
+    if limits:
+        config = replace(config, **limits)
     with Store.open(store_path) as store:
         store.add_environment(env, env_id, machine_label(env))
         run_id, resumed = store.start_or_resume_run(study.NAME, options.as_args(study.NAME), env_id, git_commit(),
@@ -134,7 +139,7 @@ def run_study(study, options: StudyOptions, store_path, show_progress: bool = Tr
             return study.measure_case(case, runner, options)
 
         runner = Runner(store, run_id, study.NAME, env, env_id, config, show_progress=show_progress,
-                        measure_hook=hook if hasattr(study, "measure_case") else None)
+                        measure_hook=hook if hasattr(study, "measure_case") else None, after_case=after_case)
         run_cases = getattr(study, "run_cases", None)
         rows = run_cases(runner, cases) if run_cases is not None else runner.run(cases)
         df = load_measurements(store.path)

@@ -96,16 +96,25 @@ def autocast_dtype(case) -> torch.dtype | None:
     return AUTOCAST_DTYPES[case.dtype]
 
 
-def make_inputs(layers: Sequence[LayerSpec], batch: int, seed: int) -> dict[str, torch.Tensor]:
-    """Random float32 CPU inputs for `layers` at `batch`: `x` ~ N(0, 1) of the first layer's input shape, `target`
-    class indices when the layers end with the loss, else `grad_output` ~ N(0, 1) of the last layer's output shape."""
-    gen = torch.Generator().manual_seed(seed)
+def make_inputs(layers: Sequence[LayerSpec], batch: int, seed: int, device=None) -> dict[str, torch.Tensor]:
+    """Random float32 inputs for `layers` at `batch`: `x` ~ N(0, 1) of the first layer's input shape (batch, C, H, W),
+    `target` class indices (batch,) when the layers end with the loss, else `grad_output` ~ N(0, 1) of the last layer's
+    output shape.
+
+    Drawn on the CPU (`device` None or a CPU), or on `device` itself by a generator of its own there, so that a large
+    batch meant for a GPU never exists in host memory (tens of GB at 2**16 images). The same seed gives the same
+    values on the same device; a GPU's values differ from the CPU's (another generator), and may differ between GPU
+    models (torch's launch shape for random kernels follows the device)."""
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    gen = torch.Generator() if on_cpu else torch.Generator(device=device)
+    gen.manual_seed(seed)
+    where = {} if on_cpu else {"device": device}  # the CPU draw is exactly what it was before `device` existed
     first, last = layers[0], layers[-1]
-    inputs = {"x": torch.randn((batch, *first.in_shape), generator=gen)}
+    inputs = {"x": torch.randn((batch, *first.in_shape), generator=gen, **where)}
     if isinstance(last, CrossEntropy):
-        inputs["target"] = torch.randint(0, last.in_numel or NUM_CLASSES, (batch,), generator=gen)
+        inputs["target"] = torch.randint(0, last.in_numel or NUM_CLASSES, (batch,), generator=gen, **where)
     else:
-        inputs["grad_output"] = torch.randn((batch, *last.out_shape), generator=gen)
+        inputs["grad_output"] = torch.randn((batch, *last.out_shape), generator=gen, **where)
     return inputs
 
 

@@ -6,11 +6,11 @@ Adding a study: write the module, add it to `_MODULES`.
 """
 from __future__ import annotations
 
-from perfkit.studies import (activations, augmentation, backends, baseline, batch, energy, ingredients, multigpu,
-                             precision, roofline, speedup2012, train_time)
+from perfkit.studies import (activations, augmentation, backends, baseline, batch, energy, headline, ingredients,
+                             multigpu, precision, roofline, speedup2012, train_time)
 
-_MODULES = (baseline, speedup2012, backends, batch, precision, energy, roofline, train_time, activations, ingredients,
-            augmentation, multigpu)
+_MODULES = (baseline, headline, speedup2012, backends, batch, precision, energy, roofline, train_time, activations,
+            ingredients, augmentation, multigpu)
 
 STUDIES = {module.NAME: module for module in _MODULES}
 
@@ -18,7 +18,7 @@ STUDIES = {module.NAME: module for module in _MODULES}
 #: and the whole network, forward and train_step (a couple of minutes with --quick on a 2-core machine).
 CPU_DEFAULT_STUDIES = ("baseline",)
 #: ... and with a GPU: every study in its GPU form (speedup2012 and train_time also measure the CPU).
-GPU_DEFAULT_STUDIES = ("speedup2012", "backends", "batch", "precision", "energy", "roofline", "train_time",
+GPU_DEFAULT_STUDIES = ("headline", "speedup2012", "backends", "batch", "precision", "energy", "roofline", "train_time",
                        "activations", "ingredients", "augmentation", "multigpu")
 #: Kept for callers that want one list: the CPU default.
 DEFAULT_STUDIES = CPU_DEFAULT_STUDIES

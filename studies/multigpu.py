@@ -18,7 +18,9 @@ the cores and the memory bandwidth, so the CPU form shows the mechanics and the 
 gains.
 
 `perfkit study multigpu` starts `python -m torch.distributed.run --standalone --nproc-per-node N -m perfkit.distributed
-worker --job FILE` once per world size and backend; rank 0 appends the rows to the store.
+worker --job FILE` once per world size and backend; rank 0 appends the rows to the store. With a time budget
+(run_study's deadline) no case starts after the deadline, in this process or in the workers; torchrun runs in its own
+process group and is stopped, workers and all, a short grace after the deadline (perfkit.distributed.DEADLINE_GRACE_S).
 """
 from __future__ import annotations
 
@@ -110,7 +112,9 @@ def gpu_rule(case: Case) -> str | None:
 
 
 def run_cases(runner, cases):
-    """Measure through torchrun workers (perfkit.distributed), not in this process."""
+    """Measure through torchrun workers (perfkit.distributed), not in this process. The runner's deadline holds as in
+    Runner.run: cases not started by then are left for a rerun (runner.cases_not_run), and a launch still running
+    shortly after it is stopped, its case in flight recorded as stopped at the deadline."""
     return distributed.measure_cases(runner, cases, extra_reason=gpu_rule)
 
 

@@ -15,6 +15,18 @@ if not HAS_CUDA:
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 
 
+@pytest.fixture(autouse=True)
+def ieee_float32():
+    """float32 means IEEE float32 in every test, as in every perfkit row: cuBLAS matmuls and cuDNN convolutions
+    (whose TF32 default is on in torch) and so the Triton kernels, which follow torch's switches. Without this a GPU
+    test asserting a float32 error under 1e-4 would compare TF32 results. A test that wants TF32 sets it itself
+    (triton_kernel_helpers.fp32_precision, or perfkit.backends.float32_precision("tf32"))."""
+    from perfkit.backends import float32_precision
+
+    with float32_precision("float32"):
+        yield
+
+
 @pytest.fixture
 def device() -> str:
     """Where kernel tests run: the GPU when there is one, else CPU tensors under the Triton interpreter."""

@@ -52,14 +52,35 @@ def test_compile_cases_in_one_process_all_run_compiled_code(open_runner):
     cases = [Case(layer="relu7", backend="compile", batch=batch, pass_name="forward") for batch in range(1, 13)]
     runner = open_runner(RunnerConfig(timing=TimingPolicy(warmup=1, min_reps=1, min_time_s=0.0), check_batch=16,
                                       device_peaks=False, energy=False))
-    graphs = []
+    graphs, rows = [], []
     for case in cases:
         before = counters["stats"]["unique_graphs"]
         [row] = runner.run([case])
         assert row.status == "ok", row.note
         graphs.append(counters["stats"]["unique_graphs"] - before)
+        rows.append(row)
     # at least one graph per case (the check, which captures the ReLU choices, traces a second one)
     assert min(graphs) >= 1, f"graphs compiled per case: {graphs} (0: dynamo ran the case eagerly)"
+    # and each row records them: the count the runner saw is the count dynamo made
+    assert [r.graphs_compiled for r in rows] == graphs
+    assert all(r.compiles_in_window == 0 for r in rows)
+
+
+def test_a_compile_case_that_ran_eagerly_is_an_error_not_a_speed_result(open_runner, monkeypatch):
+    """What dynamo does past its recompile limit, simulated: the compiled forward is replaced by the eager one, so no
+    graph is captured. The row must say so instead of timing eager code under the compile label."""
+    backend = get_backend("compile")
+    real_build = type(backend).build
+
+    def eager_build(self, layers, parameters, device, dtype):
+        module = real_build(self, layers, parameters, device, dtype)
+        del module.forward  # the instance attribute torch.compile set: the class's eager forward is back
+        return module
+
+    monkeypatch.setattr(type(backend), "build", eager_build)
+    [row] = open_runner(FAST).run([Case(layer="relu7", backend="compile", batch=3)])
+    assert row.status == "error" and row.graphs_compiled == 0
+    assert "captured no graph" in row.note and row.time_median_s is not None  # timed, but not shown as a speed result
 
 
 def test_onnxruntime_without_the_package_is_skipped_with_the_reason(open_runner, monkeypatch):

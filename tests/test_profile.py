@@ -10,7 +10,7 @@ from perfkit import profile
 from perfkit.backends import get_backend
 from perfkit.cases import Case
 from perfkit.cli import main
-from perfkit.store import Store, load_profile_ops, load_profiles
+from perfkit.store import SCHEMA_VERSION, Store, load_profile_ops, load_profiles
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_profiles_are_stored_replaced_and_migrated_into_an_older_store(tmp_path)
     with Store.open(path) as store:  # migrated: the tables are added
         store.add_profile({"run_id": "r", "case_key": "k", "steps": 3, "profiled_step_s": 0.04}, [op, op])
         store.add_profile({"run_id": "r", "case_key": "k", "steps": 3, "profiled_step_s": 0.05}, [op])
-        assert store.con.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert store.con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     profiles, ops = load_profiles(path), load_profile_ops(path)
     assert len(profiles) == 1 and profiles.profiled_step_s.iloc[0] == 0.05  # the later profile replaced the first
     assert len(ops) == 1 and ops.layer.iloc[0] == "fc6" and ops.on_device.iloc[0] == 0

@@ -8,6 +8,7 @@ import torch
 
 from perfkit import distributed as D
 from perfkit.cases import Case
+from perfkit.procgroup import GroupResult
 from perfkit.runner import RunnerConfig
 from perfkit.specs import build_network
 from perfkit.store import Store, load_measurements
@@ -24,9 +25,9 @@ def test_two_gloo_columns_give_the_single_process_outputs_and_gradients(tmp_path
     single-process network; and, as a control, the two-column model without the LRN halo exchange, which must
     differ (so the comparison would catch a wrong split)."""
     out = tmp_path / "check.json"
-    rc, tail = D.launch(2, ["check", "--forms", "two_column,ddp", "--control", "--batch", "2", "--dtype", "float64",
-                            "--threads", "1", "--out", str(out)], echo=False)
-    assert rc == 0, tail
+    result = D.launch(2, ["check", "--forms", "two_column,ddp", "--control", "--batch", "2", "--dtype", "float64",
+                          "--threads", "1", "--out", str(out)], echo=False)
+    assert result.returncode == 0 and not result.timed_out, result.output
     result = json.loads(out.read_text())
     assert result["world_size"] == 2 and result["backend"] == "gloo" and result["dtype"] == "float64"
     names = {"logits", "loss"} | {f"{name}.grad" for name in NETWORK_PARAMETER_NAMES}
@@ -112,17 +113,18 @@ def test_a_failed_launch_records_the_case_in_flight_and_relaunches_the_rest(runn
     cases = [_case("single", 1), _case("single", 1, batch=4), _case("single", 1, batch=8), _case("ddp", 2, batch=3)]
     launches = []
 
-    def fake_launch(nproc, args, threads=1, echo=True):
+    def fake_launch(nproc, args, threads=1, echo=True, timeout_s=None):
+        assert timeout_s is None  # no deadline: no timeout
         job = json.loads(open(args[args.index("--job") + 1]).read())
         launches.append([c["batch"] for c in job["cases"]])
         with Store.open(job["store"]) as store:
             for d in job["cases"]:
                 case = D.case_from_dict(d)
                 if case.batch == 4:
-                    return 1, "Traceback ...\ntorch.OutOfMemoryError: out of memory (fake)\n"
+                    return GroupResult(1, False, 1.0, "Traceback ...\ntorch.OutOfMemoryError: out of memory (fake)\n")
                 store.add_measurement(replace(case_row(case, job["run_id"], job["study"], job["env_id"], "network"),
                                               status="ok", time_median_s=1.0, images_per_s=float(case.batch)))
-        return 0, ""
+        return GroupResult(0, False, 1.0, "")
 
     monkeypatch.setattr(D, "launch", fake_launch)
     rows = D.measure_cases(runner, cases)

@@ -49,7 +49,7 @@ def test_new_tables_and_loaders(tmp_path):
     path = tmp_path / "a.db"
     rid = fill(path)
     con = sqlite3.connect(path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     con.close()
     samples = load_power_samples(path)
     assert list(samples.sample_index) == [0, 1, 2] and list(samples.power_w) == [200.0, 201.0, 202.0]

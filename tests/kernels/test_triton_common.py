@@ -97,3 +97,12 @@ def test_gpu_sweeps_fit_shared_memory_after_pruning(dtype, monkeypatch):
             assert len(kept) == len(configs), name  # every 16-bit config fits as written
         else:
             assert len(kept) >= len(configs) // 2, name  # float32 keeps most tile shapes, shallower
+
+
+def test_every_test_runs_float32_as_ieee_unless_it_asks_for_tf32():
+    """torch's own default lets cuDNN convolutions use TF32, and the Triton conv follows that switch: the autouse
+    fixture (tests/conftest.py) turns it off, so float32 tolerances are IEEE ones on a GPU too."""
+    assert _common.allow_tf32_conv() is False
+    assert _common.allow_tf32_matmul() is False
+    with fp32_precision(matmul="tf32", conv="tf32"):
+        assert _common.allow_tf32_conv() is True

@@ -16,6 +16,7 @@ NO_GPU = not torch.cuda.is_available()
 #: Per study: the narrowed grid the test runs (cheap layers, one pass where a study has many).
 NARROW = {
     "baseline": {},  # baseline has no narrowing knob: it is covered by tests/test_cli.py (perfkit run)
+    "headline": {},  # its CPU cases only (the whole network at batch 1); the GPU ones are skipped
     "speedup2012": {"layers": ["pool5", "fc8"], "cpu_backends": ["torch", "channels_last", "onnxruntime"]},
     "backends": {"layers": ["relu7"], "passes": ["forward"]},
     "batch": {"batches": [1, 2], "passes": ["forward"]},
