@@ -217,7 +217,11 @@ def test_hover_text_carries_exact_values_with_units(cpu_report, cpu_store):
     rows = trace.hovertext if trace.type == "heatmap" else [trace.hovertext]
     column = list(trace.x).index("conv1")
     text = next(row[column] for row in rows if "not measured" not in row[column])
-    assert f"{conv1.time_median_s * 1e3:.6g} ms" in text  # the exact median, in ms
+    # the exact median, to 6 significant digits, in the unit its size calls for
+    shown = re.search(r"median time: <b>([\d.]+) (s|ms|µs|ns) ", text)
+    assert shown, text
+    scale = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "ns": 1e-9}[shown.group(2)]
+    assert float(shown.group(1)) * scale == pytest.approx(conv1.time_median_s, rel=1e-5)
     for unit in ("images/s", "FLOP/s", "p10", "p90", "reps", f"{conv1.batch} images", "rel. error vs float64",
                  "machine"):
         assert unit in text, unit
