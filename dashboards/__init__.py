@@ -56,7 +56,7 @@ def build_report(store_paths: Sequence[str | os.PathLike] | str | os.PathLike, o
     """Write one self-contained HTML report built from `store_paths` (and, when given, the pytest-benchmark JSON
     files under `benchmarks_dir`) to `output_path`; returns the path written.
 
-    Raises MissingDependencyError without plotly, and perfkit.store.StoreError for a file that is not a store."""
+    Raises MissingDependencyError without plotly, and perfkit.results.store.StoreError for a file that is not a store."""
     if isinstance(store_paths, (str, os.PathLike)):
         store_paths = [store_paths]
     report = build(store_paths, benchmarks_dir)

@@ -15,7 +15,8 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from perfkit import report
+from perfkit.app import tables as report
+from perfkit.specs import DTYPE_SHORT, DTYPES
 
 FLOPS_CONVENTION = "a multiply-add is 2 FLOPs"
 
@@ -28,8 +29,8 @@ _EXTRA_COLORS = ("#8e6bbf", "#8c6d4f", "#d46a9f", "#6f7f8f", "#b5a33a", "#3fa7c4
 MACHINE_COLORS = ("#3b6fb6", "#c24d4d", "#3a9a5b", "#8e6bbf", "#e08a2c", "#3fa7c4", "#8c6d4f", "#d46a9f")
 CPU_COLOR = "#6f7f8f"
 
-DTYPE_NAMES = {"float64": "fp64", "float32": "fp32", "tf32": "tf32", "float16": "fp16", "bfloat16": "bf16"}
-DTYPE_ORDER = ("float64", "float32", "tf32", "float16", "bfloat16")
+DTYPE_NAMES = DTYPE_SHORT
+DTYPE_ORDER = tuple(DTYPES)
 DTYPE_PATTERNS = {"float32": "", "tf32": "/", "float16": ".", "bfloat16": "x", "float64": "-"}
 DTYPE_SYMBOLS = {"float32": "circle", "tf32": "diamond", "float16": "square", "bfloat16": "triangle-up",
                  "float64": "star"}

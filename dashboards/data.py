@@ -21,9 +21,9 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 import perfkit
-from perfkit.bench import AB_REPORT
-from perfkit.records import MEASUREMENT_FIELDS
-from perfkit.store import (load_device_peaks, load_environments, load_measurements, load_power_samples,
+from perfkit.app.bench import AB_REPORT
+from perfkit.results.records import MEASUREMENT_FIELDS
+from perfkit.results.store import (load_device_peaks, load_environments, load_measurements, load_power_samples,
                            load_profile_ops, load_profiles, load_runs, load_summaries)
 
 #: Every measurement column; a store that predates some of them gets them as nulls.
@@ -182,7 +182,7 @@ def load_baselines(folder: str | os.PathLike | None = None, notes: list[str] | N
 
 
 def load_ab_check(folder: str | os.PathLike, notes: list[str] | None = None) -> dict | None:
-    """The last A/B verdict `perfkit bench check` wrote into the history folder (see perfkit.benchgate.ab_summary), or
+    """The last A/B verdict `perfkit bench check` wrote into the history folder (see perfkit.app.benchgate.ab_summary), or
     None when there is none; an unreadable one is skipped with a note."""
     path = Path(folder) / AB_REPORT
     if not path.is_file():

@@ -1,7 +1,7 @@
 """Where the time goes inside a case: `perfkit profile`'s breakdowns by kind of work and by layer, the top ops, launches
 per step backend beside backend, and the trace file of each case.
 
-Needs: rows of the store tables `profiles` and `profile_ops` (perfkit.profile), joined to their measurements by
+Needs: rows of the store tables `profiles` and `profile_ops` (perfkit.app.profile), joined to their measurements by
 (run_id, case_key) for the case's backend, device, dtype, batch and pass. A GPU case is drawn from its kernels (device
 time), a CPU case from its host ops (self time); every figure says which. Profiled times carry the profiler's own
 overhead, so the profiled-over-timed ratio is shown beside each case.

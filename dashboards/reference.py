@@ -1,4 +1,4 @@
-"""Published figures the dashboards draw as reference marks: the figures of `perfkit.reference` (the one place their
+"""Published figures the dashboards draw as reference marks: the figures of `perfkit.app.published` (the one place their
 numbers and sources live, copied from REFERENCE.md), with the legend and caption text a plot needs.
 
 The dashboards embed no other published number: anything else in a figure comes from a store (or a pytest-benchmark
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from perfkit import reference as published
-from perfkit.reference import CNN_BENCHMARKS as JCJOHNSON
-from perfkit.reference import CONVNET_BENCHMARKS, MATCONVNET, PAPER, VENDOR
-from perfkit.reference import POPULAR as POPULAR_2012
+from perfkit.app import published
+from perfkit.app.published import CNN_BENCHMARKS as JCJOHNSON
+from perfkit.app.published import CONVNET_BENCHMARKS, MATCONVNET, PAPER, VENDOR
+from perfkit.app.published import POPULAR as POPULAR_2012
 
 #: Short names of the sources, for captions (the full names are in `Ref.source`).
 SHORT_SOURCES = {PAPER: "Krizhevsky et al., NIPS 2012", CONVNET_BENCHMARKS: "convnet-benchmarks",
@@ -74,7 +74,7 @@ def _scaled(value: float) -> tuple[str, str]:
 
 
 def _ref(key: str, text: str, unit: str | None = None, short: str = "") -> Ref:
-    """A plot's view of the published figure `key` of perfkit.reference: its value, source and derived flag."""
+    """A plot's view of the published figure `key` of perfkit.app.published: its value, source and derived flag."""
     f = published.figure(key)
     low, high = f.value if isinstance(f.value, tuple) else (f.value, None)
     return Ref(key, low, high, unit or f.unit, text, f.source, f.derived, short)

@@ -26,13 +26,13 @@ TRITON_INTERPRET=1 was set before this package was imported (Triton's interprete
 bfloat16). Arguments are checked before anything is launched: TypeError for a wrong type or dtype, ValueError for a
 wrong shape, value or device (see ``_common``). ``activation`` is None, "relu", "tanh" or "sigmoid" everywhere.
 ``augment`` is not a layer: it is AlexNet's training augmentation (crop, mirror, PCA lighting, normalisation) of a
-batch of uint8 or float images, fused into one kernel; ``perfkit.augment`` has its torch reference.
+batch of uint8 or float images, fused into one kernel; ``perfkit.workloads.augment`` has its torch reference.
 
 For callers timing these kernels: conv2d is fastest on channels_last activations and weights
 (``module.to(memory_format=torch.channels_last)`` converts both once); an NCHW input with C / groups >= 16 is
 converted on every call, as is an NCHW weight. The first call for each problem shape compiles its binary (one config
 per problem, from the committed table of the GPU's arch; ``PERFKIT_AUTOTUNE=full`` compiles and times every config
-instead, see ``tuning``): warm up before measuring or capturing a CUDA graph, or precompile (``perfkit.kernelcheck``).
+instead, see ``tuning``): warm up before measuring or capturing a CUDA graph, or precompile (``perfkit.app.kernelcheck``).
 Under graph replay, a dropout seed drawn at capture time is replayed too. ``aot`` compiles the kernels for a GPU that
 is not there (``perfkit kernels check``).
 """

@@ -1,5 +1,5 @@
 import sys
 
-from perfkit.cli import main
+from perfkit.app.cli import main
 
 sys.exit(main())

@@ -8,7 +8,7 @@ from perfkit.specs import DEFAULT_VARIANT
 
 #: The `layer` of a case that runs the whole network.
 NETWORK = "network"
-#: The `layer` of a case that runs AlexNet's training augmentation of a batch (perfkit.augment), not a layer.
+#: The `layer` of a case that runs AlexNet's training augmentation of a batch (perfkit.workloads.augment), not a layer.
 AUGMENT = "augment"
 
 

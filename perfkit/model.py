@@ -34,11 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from perfkit.specs import (Activation, Conv, CrossEntropy, Dropout, LayerSpec, Linear, LocalResponseNorm, MaxPool,
-                           Network)
+from perfkit.specs import (DTYPES, Activation, Conv, CrossEntropy, Dropout, LayerSpec, Linear, LocalResponseNorm,
+                           MaxPool, Network)
 
-TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "tf32": torch.float32,
-                "float16": torch.float16, "bfloat16": torch.bfloat16}
+TORCH_DTYPES = {name: getattr(torch, d.torch_name) for name, d in DTYPES.items()}
 
 
 def torch_dtype(dtype: str) -> torch.dtype:
@@ -157,7 +156,7 @@ def plan_stages(layers: Sequence[LayerSpec], fuse: bool) -> list[Stage]:
     return stages
 
 
-class _LayerParameters(nn.Module):
+class LayerParameters(nn.Module):
     def __init__(self, shapes: dict[str, tuple[int, ...]], device, dtype):
         super().__init__()
         for name, shape in shapes.items():
@@ -180,7 +179,7 @@ class AlexNetModule(nn.Module):
         self.channels_last = channels_last
         for spec in self.specs:
             if spec.param_shapes:
-                self.add_module(spec.name, _LayerParameters(spec.param_shapes, device, dtype))
+                self.add_module(spec.name, LayerParameters(spec.param_shapes, device, dtype))
         if parameters is not None:
             self.load_shared_parameters(parameters)
         if channels_last:
@@ -203,7 +202,7 @@ class AlexNetModule(nn.Module):
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)  # once here, so no layer converts on every call
-        if _LAYER_RANGES:  # profiling (perfkit.profile): each stage inside a range named after its layers
+        if _LAYER_RANGES:  # profiling (perfkit.app.profile): each stage inside a range named after its layers
             for stage in self.stages:
                 with layer_range(stage.name, x.is_cuda):
                     x = self._run_stage(stage, x, target)

@@ -21,9 +21,10 @@ Per case:
 Out-of-memory is recorded as "oom" and any other failure as "error" with its message; the run goes on. Every monitor
 that began is ended (its sampling thread stopped) whatever happens in its window.
 
-A case whose layer is `augment` (perfkit.cases.AUGMENT) measures AlexNet's training augmentation of a batch instead of
-a layer: perfkit.augment builds its work (the torch operators or the Triton kernel, checked against a float64 torch
-reference with the same random draws) and the steps above time it the same way.
+Workloads other than a variant's layers are registered in WORKLOADS by the layer name their cases carry: a case whose
+layer is `augment` (perfkit.cases.AUGMENT) measures AlexNet's training augmentation of a batch instead of a layer
+(perfkit.workloads.augment builds its work: the torch operators or the Triton kernel, checked against a float64 torch
+reference with the same random draws), and the steps above time it the same way.
 """
 from __future__ import annotations
 
@@ -42,15 +43,15 @@ import torch
 
 from perfkit.backends import Backend, float32_precision, get_backend
 from perfkit.cases import AUGMENT, NETWORK, Case
-from perfkit.compilewatch import CompileWatch
+from perfkit.measure.compilewatch import CompileWatch
 from perfkit.model import init_parameters, torch_dtype
-from perfkit.monitors import DEFAULT_POWER_INTERVAL_S, POWERCAP_ROOT, monitors_for
-from perfkit.peaks import measure_copy_bandwidth, measure_matmul_rate, roofline
-from perfkit.progress import Progress
-from perfkit.records import Measurement
+from perfkit.measure.monitors import DEFAULT_POWER_INTERVAL_S, POWERCAP_ROOT, monitors_for
+from perfkit.measure.peaks import measure_copy_bandwidth, measure_matmul_rate, roofline
+from perfkit.support.progress import Progress
+from perfkit.results.records import Measurement
 from perfkit.specs import Network, build_network, parse_variant
-from perfkit.store import Store, utc_now
-from perfkit.timer import TimingPolicy, timer_for
+from perfkit.results.store import Store, utc_now
+from perfkit.measure.timer import TimingPolicy, timer_for
 from perfkit.workload import (STOCK_ERROR_FACTOR, STRICT_DTYPES, TOLERANCES, Checked, Work, Workload, autocast_dtype,
                               check, make_inputs, reference_results, tolerance_for)
 
@@ -63,7 +64,7 @@ QUICK_ENERGY_NOTE = ("not measured: quick runs skip the sustained energy window 
 @dataclass
 class CaseResult:
     """A study's own measurement of a case (see `Runner.measure_hook`): its row, and the training curve that belongs
-    to it (objects with the columns of the store's `training_curves` table, e.g. perfkit.training.TrainingPoint),
+    to it (objects with the columns of the store's `training_curves` table, e.g. perfkit.workloads.training.TrainingPoint),
     stored together."""
 
     row: Measurement
@@ -83,7 +84,7 @@ class RunnerConfig:
     precompile: bool = True  # compile the triton GPU cases' binaries in parallel before the first case
     energy_off_note: str = QUICK_ENERGY_NOTE  # why rows have no energy when `energy` is off
     #: estimate_s(case, timing) -> seconds: with a deadline, a case whose estimate would end past it is left for a
-    #: rerun (a longer budget). perfkit.campaignplan.Estimator gives one.
+    #: rerun (a longer budget). perfkit.app.campaignplan.Estimator gives one.
     estimate_s: Callable[[Case, TimingPolicy], float] | None = None
     case_cap_s: float | None = None  # a case still running after this many seconds is stopped and recorded as such
     stop_at: float | None = None  # time.monotonic() at which a case in flight is stopped (the end of a budget)
@@ -114,6 +115,49 @@ def run_in_window(monitors: Sequence, body):
     if error is not None:
         raise error
     return result, windows[::-1]
+
+
+@dataclass(frozen=True)
+class WorkloadKind:
+    """How the runner builds one kind of case's work: its row's layer kind, why it cannot run here (None: it can), and
+    its check, timed call and cost (perfkit.workload.Work). Kinds are registered in WORKLOADS by the case's layer
+    name; every other case is a layer (or a span of layers, or the whole network) of a variant."""
+
+    layer_kind: Callable[[Runner, Case], str]
+    unavailable_reason: Callable[[Case], str | None]
+    work: Callable[[Runner, Case, Backend], Work]
+
+
+def _layers_kind(runner: Runner, case: Case) -> str:
+    if case.layer == NETWORK:
+        return NETWORK
+    return "+".join(s.kind for s in runner.network(case).span(case.layer))
+
+
+def _augment_reason(case: Case) -> str | None:
+    from perfkit.workloads import augment
+
+    return augment.unavailable_reason(case)
+
+
+def _augment_work(runner: Runner, case: Case, backend: Backend) -> Work:
+    """AlexNet's training augmentation of a batch (perfkit.workloads.augment): the torch operators or the Triton
+    kernel, checked against a float64 torch reference with the same random draws."""
+    from perfkit.workloads import augment
+
+    return augment.work(case, runner.config.check_batch, runner._input_seed(case, "check"),
+                        runner._input_seed(case, "time"))
+
+
+LAYERS = WorkloadKind(_layers_kind, lambda case: None, lambda runner, case, backend: runner._layer_work(case, backend))
+#: The workloads that are not layers of a variant, by the layer name their cases carry.
+WORKLOADS: dict[str, WorkloadKind] = {
+    AUGMENT: WorkloadKind(lambda runner, case: AUGMENT, _augment_reason, _augment_work),
+}
+
+
+def workload_kind(case: Case) -> WorkloadKind:
+    return WORKLOADS.get(case.layer, LAYERS)
 
 
 def case_layers(network: Network, case: Case):
@@ -316,12 +360,12 @@ class Runner:
 
     def precompile(self, cases: Sequence[Case]) -> None:
         """Compile the binaries of the triton GPU cases on every host core before the first is timed (perfkit.
-        kernelcheck.precompile_cases), so that no case waits for serial compiles. A failure here is reported and the
+        triton_binaries.precompile_cases), so that no case waits for serial compiles. A failure here is reported and the
         cases compile on first use instead."""
         wanted = [c for c in cases if c.backend == "triton" and c.device.startswith("cuda")]
         if not self.config.precompile or not wanted or not torch.cuda.is_available():
             return
-        from perfkit.kernelcheck import precompile_cases
+        from perfkit.backends.triton_binaries import precompile_cases
 
         try:
             precompile_cases(wanted, self.config.check_batch)
@@ -357,10 +401,7 @@ class Runner:
         return self._parameters[key]
 
     def blank_row(self, case: Case) -> Measurement:
-        if case.layer in (NETWORK, AUGMENT):
-            kind = case.layer
-        else:
-            kind = "+".join(s.kind for s in self.network(case).span(case.layer))
+        kind = workload_kind(case).layer_kind(self, case)
         return case_row(case, self.run_id, self.study, self.env_id, kind)
 
     def _bad_case_row(self, case: Case, started: str, note: str) -> Measurement:
@@ -402,10 +443,8 @@ class Runner:
         reason = backend.unavailable_reason(case.device, case.dtype, case.pass_name)
         if not reason and case.option("autocast", False) and not backend.supports_autocast:
             reason = f"the {case.backend} backend does not run under torch.autocast (it runs its dtype natively)"
-        if not reason and case.layer == AUGMENT:
-            from perfkit import augment
-
-            reason = augment.unavailable_reason(case)
+        if not reason:
+            reason = workload_kind(case).unavailable_reason(case)
         if reason:
             return replace(row, status="skipped", note=reason, finished_at=utc_now())
         try:
@@ -471,13 +510,8 @@ class Runner:
 
     def work(self, case: Case, backend: Backend) -> Work:
         """What the runner checks and times for `case` (perfkit.workload.Work): its check, its timed call, its cost.
-        The timer self-check (perfkit.selfcheck) times the very same calls."""
-        if case.layer == AUGMENT:
-            from perfkit import augment
-
-            return augment.work(case, self.config.check_batch, self._input_seed(case, "check"),
-                                self._input_seed(case, "time"))
-        return self._layer_work(case, backend)
+        The timer self-check (perfkit.app.selfcheck) times the very same calls."""
+        return workload_kind(case).work(self, case, backend)
 
     def _check_and_time(self, case: Case, backend: Backend, row: Measurement) -> Measurement:
         work = self.work(case, backend)

@@ -30,8 +30,35 @@ from dataclasses import dataclass, field, replace
 PASSES = ("forward", "backward", "train_step")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 
-#: Bytes per element of each dtype name perfkit uses. "tf32" is float32 storage with TF32 tensor-core matmuls.
-DTYPE_BYTES = {"float64": 8, "float32": 4, "tf32": 4, "float16": 2, "bfloat16": 2}
+@dataclass(frozen=True)
+class DtypeSpec:
+    """What perfkit knows of a dtype name: bytes per element, the torch dtype it stores in (by name, so this module
+    needs no torch), its short label, whether its check is held to a fixed tolerance alone (strict), whether its GEMMs
+    run on tensor cores, and whether torch.autocast can run a case in it."""
+
+    bytes: int
+    torch_name: str
+    short: str
+    strict: bool = False
+    tensor_cores: bool = False
+    autocast: bool = False
+
+
+#: Every dtype name perfkit uses, in display order: the one table the others derive from. "float32" is IEEE float32
+#: (TF32 off); "tf32" is float32 storage with TF32 tensor-core matmuls and convolutions.
+DTYPES = {
+    "float64": DtypeSpec(8, "float64", "fp64", strict=True),
+    "float32": DtypeSpec(4, "float32", "fp32", strict=True),
+    "tf32": DtypeSpec(4, "float32", "tf32", tensor_cores=True),
+    "float16": DtypeSpec(2, "float16", "fp16", tensor_cores=True, autocast=True),
+    "bfloat16": DtypeSpec(2, "bfloat16", "bf16", tensor_cores=True, autocast=True),
+}
+#: Bytes per element of each dtype name.
+DTYPE_BYTES = {name: d.bytes for name, d in DTYPES.items()}
+#: Short labels (fp32, bf16, ...) for tables and figures.
+DTYPE_SHORT = {name: d.short for name, d in DTYPES.items()}
+#: The precisions a GPU run measures (float64 is the reference's alone).
+GPU_PRECISIONS = tuple(name for name in DTYPES if name != "float64")
 
 SGD_FLOPS_PER_PARAM = 6  # weight decay (mul, add), momentum (mul, add), update (mul, sub)
 SGD_TENSOR_ACCESSES_PER_PARAM = 5  # read param, grad, momentum; write param, momentum

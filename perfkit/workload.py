@@ -29,17 +29,17 @@ from typing import Callable, Sequence
 
 import torch
 
-from perfkit.model import AlexNetModule, TorchOps, step_part
-from perfkit.specs import NUM_CLASSES, Cost, CrossEntropy, LayerSpec
+from perfkit.model import TORCH_DTYPES, AlexNetModule, TorchOps, step_part
+from perfkit.specs import DTYPES, NUM_CLASSES, Cost, CrossEntropy, LayerSpec
 
-#: The profiler range around the backward call (perfkit.profile): the ops autograd runs outside every layer's node.
+#: The profiler range around the backward call (perfkit.app.profile): the ops autograd runs outside every layer's node.
 BACKWARD_RANGE = "backward (outside layers)"
 
 #: Largest relative error a backend may show against the float64 reference, per dtype.
 TOLERANCES = {"float64": 1e-10, "float32": 1e-4, "tf32": 1e-2, "float16": 1e-2, "bfloat16": 5e-2}
 
 #: Dtypes held to their fixed tolerance alone.
-STRICT_DTYPES = ("float64", "float32")
+STRICT_DTYPES = tuple(name for name, d in DTYPES.items() if d.strict)
 
 #: In reduced precision (tf32, float16, bfloat16) a backend may also stray this many times as far from the float64
 #: reference as stock PyTorch does on the same case, in the same dtype, with the same inputs and dropout masks. A fixed
@@ -58,7 +58,7 @@ def tolerance_for(dtype: str, stock_error: float | None) -> float:
     return max(base, STOCK_ERROR_FACTOR * stock_error)
 
 #: The dtypes torch.autocast can run a case in.
-AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+AUTOCAST_DTYPES = {name: TORCH_DTYPES[name] for name, d in DTYPES.items() if d.autocast}
 
 
 @dataclass
@@ -76,7 +76,7 @@ class Checked:
 @dataclass
 class Work:
     """What the runner checks and times for one case, whatever the case measures (AlexNet layers here; the
-    augmentation pipeline in perfkit.augment).
+    augmentation pipeline in perfkit.workloads.augment).
 
     `check()` runs the work once on fresh inputs and compares it with its reference (a `Checked`). `timed()` sets it
     up on fresh inputs at the case's batch: (run, prepare), the timed call and the untimed call before each repetition

@@ -16,7 +16,7 @@ import json
 import math
 
 from perfkit.cases import NETWORK
-from perfkit.specs import build_network
+from perfkit.specs import DTYPE_SHORT, build_network
 
 
 def gpu_visible() -> bool:
@@ -121,7 +121,6 @@ def first(df, **where):
     return sel.iloc[0] if len(sel) else None
 
 
-DTYPE_SHORT = {"float32": "fp32", "tf32": "tf32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
 
 
 def config_label(backend: str, dtype: str, autocast: bool = False) -> str:
@@ -137,7 +136,7 @@ def fmt_x(value, digits: int = 3) -> str:
 
 
 def fmt_bytes(value) -> str:
-    from perfkit.report import fmt_si
+    from perfkit.app.tables import fmt_si
 
     return fmt_si(value, "B")
 
@@ -153,6 +152,22 @@ def not_measured(df) -> list[str]:
         devices = ", ".join(sorted(set(part.device)))
         lines.append(f"  {len(part)} {status} ({devices}): {note}")
     return ["cases without a speed result:"] + lines
+
+
+def this_run(df, load):
+    """This run's rows of a store table: `load(store_path)` (a perfkit.results.store loader, e.g. load_device_peaks)
+    on the store df's rows came from, kept to df's run. None when df is empty or names no store, the store cannot be
+    read (StoreError), or the table holds no row of the run."""
+    from perfkit.results.store import StoreError
+
+    if df.empty or "store" not in df:
+        return None
+    try:
+        rows = load(df.store.iloc[0])
+    except StoreError:
+        return None
+    rows = rows[rows.run_id == df.run_id.iloc[0]] if len(rows) else rows
+    return rows if len(rows) else None
 
 
 def device_title(df, device: str) -> str:
@@ -243,7 +258,7 @@ def cpu_config_label(backend: str, threads) -> str:
 def cpu_baseline_text(rows: list[dict], title: str) -> str:
     """The CPU-baselines table: per layer and pass, each configuration's images/s and its ratio to stock eager at the
     same thread count, and the best configuration."""
-    from perfkit.report import fmt_num, format_table
+    from perfkit.app.tables import fmt_num, format_table
 
     if not rows:
         return ""

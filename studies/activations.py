@@ -19,7 +19,7 @@
    epochs. Each (activation, learning rate) is one training run: a row of the store (pass `training`, status ok,
    `time_median_s` null since nothing is repeated; `images_per_s` is the training throughput; its options carry the
    data set, epochs and learning rate) with its curve in the store's training_curves table (four points per epoch:
-   training error over the evaluation images, loss, wall time; perfkit.training). The summary reports, from those
+   training error over the evaluation images, loss, wall time; perfkit.workloads.training). The summary reports, from those
    measured curves only, epochs and training wall time to 25% error per activation and ReLU's speedup over tanh
    (tanh's epochs over ReLU's) next to the paper's six.
    Data: CIFAR-10 when pointed at its python batches (`perfkit study activations --cifar10 DIR`), otherwise
@@ -44,22 +44,24 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
 from perfkit.backends import SGD_MOMENTUM, float32_precision, get_backend
 from perfkit.cases import NETWORK, Case, grid
-from perfkit.datasets import CIFAR10, DIGITS, Dataset, DatasetError, DatasetUnavailable, load_cifar10, load_digits
+from perfkit.workloads.datasets import (CIFAR10, DIGITS, Dataset, DatasetError, DatasetUnavailable, cifar10_files,
+                                        load_cifar10, load_digits)
 from perfkit.model import init_parameters, torch_dtype
-from perfkit.reference import figure
-from perfkit.report import fmt_ms, fmt_num, format_table
+from perfkit.app.published import figure
+from perfkit.app.tables import fmt_ms, fmt_num, format_table, ratio
 from perfkit.runner import CaseResult, cpu_threads, device_name
 from perfkit.specs import ACTIVATIONS, build_cifar4, build_network
-from perfkit.store import StoreError, load_training_curves
-from perfkit.study import StudyOptions, Summary
+from perfkit.results.store import load_training_curves
+from perfkit.study import Study, StudyOption, StudyOptionError, StudyOptions, Summary
 from perfkit.studies._common import choose, device_title, first, fmt_x, get, not_measured, num, ok_rows, options_of, \
-    plan_devices
-from perfkit.training import TRAINING_PASS, first_reaching, train
+    plan_devices, this_run
+from perfkit.workloads.training import TRAINING_PASS, first_reaching, train
 from perfkit.workload import Workload, check, make_inputs, reference_results, tolerance_for
 
 NAME = "activations"
@@ -84,7 +86,7 @@ CHECK_BATCH = 4  # images of the train_step check before a training run
 
 
 def target_error() -> float:
-    """Figure 1's threshold as a fraction (perfkit.reference: 25%)."""
+    """Figure 1's threshold as a fraction (perfkit.app.published: 25%)."""
     return figure("paper_fig1_target_train_error").value / 100
 
 
@@ -171,7 +173,7 @@ def cases(options: StudyOptions) -> list[Case]:
     return out
 
 
-# -- training runs (the runner hands them here: perfkit.study's `measure_case` hook) ----------------------------------------
+# -- training runs (the runner hands them here: the Study's `measure_case` hook) --------------------------------------
 _DATASETS: dict = {}
 
 
@@ -268,10 +270,6 @@ def _time(ok, **where) -> float | None:
     return num(row.time_median_s) if row is not None else None
 
 
-def _ratio(a, b):
-    return a / b if a is not None and b else None
-
-
 def kernel_table(df) -> list[dict]:
     """Per (device, backend, pass, batch, activation layer index), from ok rows only: the GEMM alone, each activation
     alone and its time over ReLU's, each GEMM+activation pair, and the pair over the sum of its parts."""
@@ -294,10 +292,10 @@ def kernel_table(df) -> list[dict]:
                 pair = row[f"pair_{activation}_s"] = _time(good, layer=span, activation=activation)
                 parts = row["gemm_s"] + alone if row["gemm_s"] is not None and alone is not None else None
                 row[f"parts_{activation}_s"] = parts
-                row[f"pair_over_parts_{activation}"] = _ratio(pair, parts)
+                row[f"pair_over_parts_{activation}"] = ratio(pair, parts)
             for activation in ACTIVATIONS[1:]:
-                row[f"{activation}_vs_relu"] = _ratio(row[f"{activation}_s"], row["relu_s"])
-                row[f"pair_{activation}_vs_relu"] = _ratio(row[f"pair_{activation}_s"], row["pair_relu_s"])
+                row[f"{activation}_vs_relu"] = ratio(row[f"{activation}_s"], row["relu_s"])
+                row[f"pair_{activation}_vs_relu"] = ratio(row[f"pair_{activation}_s"], row["pair_relu_s"])
             if any(v is not None for k, v in row.items() if k.endswith("_s")):
                 out.append(row)
     # fused (triton) against unfused (torch), same device, pass, batch and layer
@@ -308,7 +306,7 @@ def kernel_table(df) -> list[dict]:
                           and r["pass"] == row["pass"] and r["batch"] == row["batch"] and r["index"] == row["index"]),
                          None)
         for activation in ACTIVATIONS:
-            row[f"pair_{activation}_speedup_over_torch"] = _ratio(torch_row and torch_row[f"pair_{activation}_s"],
+            row[f"pair_{activation}_speedup_over_torch"] = ratio(torch_row and torch_row[f"pair_{activation}_s"],
                                                                   row[f"pair_{activation}_s"])
     return out
 
@@ -357,14 +355,7 @@ def _pair_cell(row, activation) -> str:
 # -- summary: convergence ----------------------------------------------------------------------------------------------
 def load_curves(df):
     """This run's training curves (the store's training_curves table), or None."""
-    if df.empty or "store" not in df:
-        return None
-    try:
-        curves = load_training_curves(df.store.iloc[0])
-    except StoreError:
-        return None
-    curves = curves[curves.run_id == df.run_id.iloc[0]]
-    return curves if len(curves) else None
+    return this_run(df, load_training_curves)
 
 
 def training_runs(df, curves) -> list[dict]:
@@ -444,7 +435,7 @@ def convergence(df, curves) -> list[dict]:
                 continue
             if o["epochs_to_target"] is not None:
                 entry[f"relu_speedup_over_{other}_epochs"] = o["epochs_to_target"] / relu["epochs_to_target"]
-                entry[f"relu_speedup_over_{other}_wall"] = _ratio(o["wall_s_to_target"], relu["wall_s_to_target"])
+                entry[f"relu_speedup_over_{other}_wall"] = ratio(o["wall_s_to_target"], relu["wall_s_to_target"])
             elif o["max_epochs"]:
                 entry[f"relu_speedup_over_{other}_epochs_lower_bound"] = o["max_epochs"] / relu["epochs_to_target"]
         out.append(entry)
@@ -566,3 +557,22 @@ def summarize(df, options: StudyOptions, curves=None) -> Summary:
                       "target_train_error_pct": figure("paper_fig1_target_train_error").value},
             "curves": dashboard_curves(groups)}
     return Summary("\n".join(lines).strip(), data)
+
+
+# -- the study's declaration -------------------------------------------------------------------------------------------
+def cifar10_dir(directory: str) -> str:
+    """`--cifar10 DIR`: the folder, resolved, once it holds CIFAR-10's python training batches (StudyOptionError
+    saying what is missing otherwise)."""
+    try:
+        cifar10_files(directory)
+    except DatasetError as exc:
+        raise StudyOptionError(str(exc)) from None
+    return str(Path(directory).resolve())
+
+
+CIFAR10_OPTION = StudyOption(
+    "--cifar10", metavar="DIR", to_extra=cifar10_dir,
+    help="train on CIFAR-10's python batches (data_batch_1..5) in DIR instead of scikit-learn's digits")
+
+STUDY = Study(name=NAME, description=DESCRIPTION, cases=cases, summarize=summarize, measure_case=measure_case,
+              cli_options=(CIFAR10_OPTION,))

@@ -5,7 +5,7 @@ training on the previous batch of images. So these data augmentation schemes are
 (Krizhevsky, Sutskever, Hinton 2012, section 4.1). Today's GPUs train far faster than two GTX 580s; this study measures
 whether the same augmentation still keeps up.
 
-What is measured (perfkit.augment has the transform, the images and the PCA):
+What is measured (perfkit.workloads.augment has the transform, the images and the PCA):
 - the augmentation of a batch of 128 distinct 256x256 uint8 images cut from scikit-learn's sample photographs
   (china.jpg, flower.jpg): random 224x224 crop, mirror with probability 1/2, PCA lighting noise computed from those
   photographs' pixels, per-channel normalisation, to float32 NCHW;
@@ -25,9 +25,9 @@ from __future__ import annotations
 import math
 
 from perfkit.cases import AUGMENT, NETWORK, Case
-from perfkit.reference import figure
-from perfkit.report import fmt_num, format_table
-from perfkit.study import StudyOptions, Summary
+from perfkit.app.published import figure
+from perfkit.app.tables import fmt_num, format_table, ratio
+from perfkit.study import Study, StudyOptions, Summary
 from perfkit.studies._common import (choose, config_label, is_autocast, not_measured, num, ok_rows,
                                      options_of, plan_devices)
 
@@ -138,9 +138,6 @@ def verdict(aug: list[dict], train: list[dict]) -> dict:
     def rate(x):
         return x["images_per_s"] if x else None
 
-    def ratio(a, b):
-        return a / b if a is not None and b else None
-
     c1, cn = rate(one[0] if one else None), rate(many[-1] if many else None)
     out = {"cpu_1t": c1, "cpu_all": cn, "cpu_all_threads": many[-1]["threads"] if many else None,
            "gpu_fp32": rate(fp32), "gpu_fastest": rate(fastest), "gpu_fastest_config": fastest["config"] if fastest
@@ -173,8 +170,7 @@ def _feed_line(v: dict, key: str, label: str) -> str:
 
 
 def summarize(df, options: StudyOptions) -> Summary:
-    from perfkit import augment as A
-
+    from perfkit.workloads import augment as A
     aug, train = augment_rows(df), train_rows(df)
     v = verdict(aug, train)
     lines = ["augmentation: AlexNet's training augmentation (random 224x224 crop of a 256x256 image, mirror, PCA "
@@ -242,3 +238,6 @@ def _aug_table(aug: list[dict]) -> str:
         ("batch", "batch", None), ("images_per_s", "img/s", lambda x: fmt_num(x, ",.0f")),
         ("time_s", "ms/batch", lambda x: fmt_num(None if x is None else x * 1e3, ",.2f")),
         ("error_rel", "rel. error", lambda x: "-" if x is None else f"{x:.1e}")])
+
+
+STUDY = Study(name=NAME, description=DESCRIPTION, cases=cases, summarize=summarize)

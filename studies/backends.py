@@ -22,8 +22,8 @@ Grids:
 from __future__ import annotations
 
 from perfkit.cases import NETWORK, grid
-from perfkit.report import fmt_ms, format_table
-from perfkit.study import StudyOptions, Summary
+from perfkit.app.tables import fmt_ms, format_table, geomean
+from perfkit.study import Study, StudyOptions, Summary
 from perfkit.studies._common import (all_layers_and_network, choose, choose_layers, device_title, fmt_x, not_measured,
                                      num, ok_rows, plan_devices)
 
@@ -107,13 +107,6 @@ def _cell(row, backend) -> str:
     return f"{fmt_x(row[f'{backend}_speedup'])}{err}"
 
 
-def geomean(values) -> float | None:
-    import math
-
-    values = [v for v in values if v]
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
-
-
 def summarize(df, options: StudyOptions) -> Summary:
     rows = comparison(df)
     lines = ["backends: speedup over torch eager (ok rows only) and relative error against the float64 CPU "
@@ -131,7 +124,7 @@ def summarize(df, options: StudyOptions) -> Summary:
         lines += ["", f"{device_title(df, device)}, {pass_name}, {dtype}, batch {batch}", format_table(table, columns)]
         for backend in ("compile", "triton"):
             layer_speedups = [r.get(f"{backend}_speedup") for r in part if r["layer"] != NETWORK]
-            g = geomean(layer_speedups)
+            g = geomean(layer_speedups, positive_only=False)
             net = next((r.get(f"{backend}_speedup") for r in part if r["layer"] == NETWORK), None)
             if g is not None or net is not None:
                 headline.append({"device": device, "pass": pass_name, "dtype": dtype, "batch": batch,
@@ -151,3 +144,6 @@ def summarize(df, options: StudyOptions) -> Summary:
               "'incorrect' backend failed the check and is not timed. compile's time excludes compilation."]
     lines += [""] + not_measured(df)
     return Summary("\n".join(lines).strip(), {"rows": rows, "headline": headline})
+
+
+STUDY = Study(name=NAME, description=DESCRIPTION, cases=cases, summarize=summarize)

@@ -12,9 +12,9 @@ layer and pass, since a GPU-vs-CPU ratio is only as honest as the CPU side it di
 from __future__ import annotations
 
 from perfkit.cases import NETWORK, grid
-from perfkit.report import fmt_ms, fmt_num, fmt_si, format_table
+from perfkit.app.tables import fmt_ms, fmt_num, fmt_si, format_table
 from perfkit.specs import build_network
-from perfkit.study import StudyOptions, Summary
+from perfkit.study import Study, StudyOptions, Summary
 from perfkit.studies._common import (STOCK_CPU, cpu_baseline_cases, cpu_baseline_rows, cpu_baseline_text, choose,
                                      gemm_layers_and_network)
 
@@ -130,3 +130,6 @@ def _best_lines(baselines: list[dict]) -> list[str]:
                          f"{cpu_config_label(best['backend'], best['threads'])}, {fmt_x(best['vs_stock_all'])} stock "
                          "eager NCHW on all threads.")
     return lines
+
+
+STUDY = Study(name=NAME, description=DESCRIPTION, cases=cases, summarize=summarize)

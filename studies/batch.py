@@ -27,10 +27,10 @@ import os
 from dataclasses import replace
 
 from perfkit.cases import NETWORK, Case, grid
-from perfkit.progress import Progress
-from perfkit.report import fmt_num, format_table
+from perfkit.support.progress import Progress
+from perfkit.app.tables import fmt_num, format_table
 from perfkit.specs import DTYPE_BYTES, build_network
-from perfkit.study import StudyOptions, Summary
+from perfkit.study import Study, StudyOptions, Summary
 from perfkit.studies._common import choose, device_title, fmt_bytes, get, not_measured, num, plan_devices
 
 NAME = "batch"
@@ -132,8 +132,7 @@ def series(case: Case) -> Case:
 
 def stored_statuses(runner) -> dict[str, str]:
     """Status by case key of the rows this run already stored (a resumed run has some)."""
-    cur = runner.store.con.execute("SELECT case_key, status FROM measurements WHERE run_id=?", (runner.run_id,))
-    return dict(cur.fetchall())
+    return runner.store.case_statuses(runner.run_id)
 
 
 def run_cases(runner, cases):
@@ -256,3 +255,6 @@ def summarize(df, options: StudyOptions) -> Summary:
               "activations autograd keeps), not an estimate of use."]
     lines += [""] + not_measured(df[~df.status.isin(["oom", "skipped"])])
     return Summary("\n".join(lines).strip(), data)
+
+
+STUDY = Study(name=NAME, description=DESCRIPTION, cases=cases, summarize=summarize, run_cases=run_cases)

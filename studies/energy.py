@@ -16,11 +16,11 @@ Grids: the whole network, forward and train_step.
 from __future__ import annotations
 
 from perfkit.cases import NETWORK, Case
-from perfkit.report import fmt_num, format_table
-from perfkit.store import StoreError, load_power_samples as _load_power_samples
-from perfkit.study import StudyOptions, Summary
+from perfkit.app.tables import fmt_num, format_table
+from perfkit.results.store import load_power_samples as _load_power_samples
+from perfkit.study import Study, StudyOptions, Summary
 from perfkit.studies._common import (choose, config_label, device_title, get, is_autocast, not_measured, num,
-                                     plan_devices)
+                                     plan_devices, this_run)
 
 NAME = "energy"
 DESCRIPTION = "J/image and images/J per backend and dtype (NVML energy counter, RAPL on the CPU), with power timelines"
@@ -41,7 +41,7 @@ TIMELINE_POINTS = 60
 
 def rapl_reason() -> str | None:
     """Why RAPL cannot be read on this machine (the harness's check), or None when it can."""
-    from perfkit.monitors import rapl_domains
+    from perfkit.measure.monitors import rapl_domains
 
     return rapl_domains()[1]
 
@@ -63,14 +63,7 @@ def cases(options: StudyOptions):
 
 def load_power_samples(df):
     """This run's power samples (the store's power_samples table), or None when there are none."""
-    if df.empty or "store" not in df:
-        return None
-    try:
-        samples = _load_power_samples(df.store.iloc[0])
-    except StoreError:
-        return None
-    samples = samples[samples.run_id == df.run_id.iloc[0]]
-    return samples if len(samples) else None
+    return this_run(df, _load_power_samples)
 
 
 def timeline(samples, case_key: str, points: int = TIMELINE_POINTS) -> list[tuple[float, float]]:
@@ -147,3 +140,6 @@ def summarize(df, options: StudyOptions) -> Summary:
               f"to {TIMELINE_POINTS} points."]
     lines += [""] + not_measured(df)
     return Summary("\n".join(lines).strip(), {"rows": rows})
+
+
+STUDY = Study(name=NAME, description=DESCRIPTION, cases=cases, summarize=summarize, quick_energy=QUICK_ENERGY)

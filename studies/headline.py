@@ -19,11 +19,11 @@ this run measured energy; kernelbench's times beside the published ones.
 from __future__ import annotations
 
 from perfkit.cases import NETWORK, Case
-from perfkit.reference import cite, figure
-from perfkit.report import fmt_ms, fmt_num, format_table
-from perfkit.study import QUICK_TIMING, StudyOptions, Summary
+from perfkit.app.published import cite, figure
+from perfkit.app.tables import fmt_ms, fmt_num, fmt_speedup, fmt_times, format_table
+from perfkit.study import QUICK_TIMING, Study, StudyOptions, Summary
 from perfkit.studies._common import config_label, device_title, first, fmt_x, not_measured, num, ok_rows, plan_devices
-from perfkit.timer import TimingPolicy
+from perfkit.measure.timer import TimingPolicy
 
 NAME = "headline"
 DESCRIPTION = ("the first GPU minute: the network at batch 128, eager/triton/compile x fp32 (IEEE)/tf32/bf16, "
@@ -148,14 +148,14 @@ def summarize(df, options: StudyOptions) -> Summary:
     lines = [f"headline{' energy' if energy else ''}: {VARIANT} whole network, batch {BATCH} on the GPU, from this "
              "run's measured rows"]
     rows = headline_rows(df)
-    x = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
     if rows:
         lines += [f"GPU: {device_title(df, rows[0]['device'])}. Speedup over eager = eager time / backend time "
                   "(above 1 is faster); float32 is IEEE (TF32 off), tf32 has TF32 tensor cores on.",
                   format_table(rows, [("pass", "pass", None), ("dtype", "dtype", None),
                                       ("eager_s", "eager ms", fmt_ms),
-                                      ("eager_img_s", "eager img/s", fmt_num), ("triton_x", "triton/eager", x),
-                                      ("compile_x", "compile/eager", x)])]
+                                      ("eager_img_s", "eager img/s", fmt_num),
+                                      ("triton_x", "triton/eager", fmt_speedup),
+                                      ("compile_x", "compile/eager", fmt_speedup)])]
     else:
         lines.append("No GPU whole-network speed result in this run.")
     cpu = cpu_rows(df)
@@ -170,7 +170,7 @@ def summarize(df, options: StudyOptions) -> Summary:
                   format_table(ratios, [("pass", "pass", None), ("config", "GPU configuration", None),
                                         ("gpu_img_s", "GPU img/s", fmt_num), ("cpu_img_s", "CPU img/s",
                                                                               lambda v: fmt_num(v, ",.1f")),
-                                        ("x", "GPU/CPU", lambda v: f"{v:,.1f}x"), ("cpu", "CPU", None)])]
+                                        ("x", "GPU/CPU", fmt_times), ("cpu", "CPU", None)])]
     joules = energy_rows(df)
     if joules:
         lines += ["", "Energy over sustained windows (NVML on the GPU, RAPL on the CPU):",
@@ -194,3 +194,6 @@ def summarize(df, options: StudyOptions) -> Summary:
         lines += [""] + missing
     return Summary("\n".join(lines), {"headline": rows, "cpu": cpu, "gpu_vs_cpu": ratios, "energy": joules,
                                       "kernelbench": bench})
+
+
+STUDY = Study(name=NAME, description=DESCRIPTION, cases=cases, summarize=summarize, timing=timing)

@@ -25,9 +25,9 @@ Grids: the GPU when there is one (torch and triton, every pass), the CPU when as
 from __future__ import annotations
 
 from perfkit.cases import NETWORK, grid
-from perfkit.report import fmt_ms, format_table
+from perfkit.app.tables import fmt_ms, format_table, ratio
 from perfkit.specs import build_network, variant_name
-from perfkit.study import StudyOptions, Summary
+from perfkit.study import Study, StudyOptions, Summary
 from perfkit.studies._common import (choose, device_title, first, fmt_bytes, get, not_measured, num, ok_rows,
                                      plan_devices)
 
@@ -105,10 +105,6 @@ def memory_of(row) -> tuple[float | None, str | None]:
     return None, None
 
 
-def _ratio(a, b):
-    return a / b if a is not None and b else None
-
-
 def _diff(a, b):
     return a - b if a is not None and b is not None else None
 
@@ -148,10 +144,10 @@ def ingredient_table(df, variant: str) -> list[dict]:
             mem_saved = _diff(full_mem, abl_mem)
             out.append({"device": device, "backend": backend, "pass": pass_name, "batch": int(batch),
                         "ingredient": ingredient, "what": INGREDIENTS[ingredient]["what"], "ablated": name,
-                        "full_s": full_s, "ablated_s": abl_s, "cost_s": saved, "share": _ratio(saved, full_s),
-                        "layers_s": layers_s, "layers_share": _ratio(layers_s, full_s),
+                        "full_s": full_s, "ablated_s": abl_s, "cost_s": saved, "share": ratio(saved, full_s),
+                        "layers_s": layers_s, "layers_share": ratio(layers_s, full_s),
                         "full_memory_bytes": full_mem, "ablated_memory_bytes": abl_mem, "memory_bytes": mem_saved,
-                        "memory_share": _ratio(mem_saved, full_mem), "memory_kind": mem_kind})
+                        "memory_share": ratio(mem_saved, full_mem), "memory_kind": mem_kind})
     return out
 
 
@@ -198,3 +194,6 @@ def summarize(df, options: StudyOptions) -> Summary:
     return Summary("\n".join(lines).strip(), {"variant": variant, "rows": rows,
                                              "ablations": {i: ablated(variant, i) for i in present(variant,
                                                                                                   INGREDIENTS)}})
+
+
+STUDY = Study(name=NAME, description=DESCRIPTION, cases=cases, summarize=summarize)

@@ -3,7 +3,7 @@
 1. The paper's two-column model parallelism: 2 ranks, each holding half the kernels of every layer (its group of the
    grouped conv2, conv4 and conv5, half of conv1, conv3 and the fully-connected layers), exchanging activations where
    a layer sees both columns' maps (conv3, fc6, fc7, fc8, the logits) and the edge maps of the LRNs; every rank sees
-   the whole batch (perfkit.distributed has the split and its communication).
+   the whole batch (perfkit.workloads.distributed has the split and its communication).
 2. Data-parallel DDP scaling over 1..N devices: weak scaling (the paper's 128 images per device, the global batch
    growing with the devices) and, in the full form, strong scaling (a global batch of 128 split over the devices).
 Both against the plain network in one process (`single`). NCCL on GPUs, gloo on CPUs. Every row's options name its
@@ -17,20 +17,20 @@ batch (2 images per rank with --quick, 8 otherwise). `--device cpu` runs the CPU
 the cores and the memory bandwidth, so the CPU form shows the mechanics and the equivalence, not what a second device
 gains.
 
-`perfkit study multigpu` starts `python -m torch.distributed.run --standalone --nproc-per-node N -m perfkit.distributed
+`perfkit study multigpu` starts `python -m torch.distributed.run --standalone --nproc-per-node N -m perfkit.workloads.distributed
 worker --job FILE` once per world size and backend; rank 0 appends the rows to the store. With a time budget
 (run_study's deadline) no case starts after the deadline, in this process or in the workers; torchrun runs in its own
-process group and is stopped, workers and all, a short grace after the deadline (perfkit.distributed.DEADLINE_GRACE_S).
+process group and is stopped, workers and all, a short grace after the deadline (perfkit.workloads.distributed.DEADLINE_GRACE_S).
 """
 from __future__ import annotations
 
-from perfkit import distributed
+from perfkit.workloads import distributed
 from perfkit.cases import NETWORK, Case
-from perfkit.reference import cite
-from perfkit.report import fmt_num, fmt_si, format_table
+from perfkit.app.published import cite
+from perfkit.app.tables import fmt_num, fmt_si, format_table
 from perfkit.specs import build_network, dtype_bytes
-from perfkit.study import StudyOptions, Summary
-from perfkit.studies._common import choose, device_title, not_measured, num, ok_rows, options_of, plan_devices
+from perfkit.study import Study, StudyOptions, Summary
+from perfkit.studies._common import choose, device_title, fmt_x, not_measured, num, ok_rows, options_of, plan_devices
 
 NAME = "multigpu"
 DESCRIPTION = ("the train step over several processes (torchrun): the paper's two-column model parallelism on 2 ranks "
@@ -112,7 +112,7 @@ def gpu_rule(case: Case) -> str | None:
 
 
 def run_cases(runner, cases):
-    """Measure through torchrun workers (perfkit.distributed), not in this process. The runner's deadline holds as in
+    """Measure through torchrun workers (perfkit.workloads.distributed), not in this process. The runner's deadline holds as in
     Runner.run: cases not started by then are left for a rerun (runner.cases_not_run), and a launch still running
     shortly after it is stopped, its case in flight recorded as stopped at the deadline."""
     return distributed.measure_cases(runner, cases, extra_reason=gpu_rule)
@@ -165,10 +165,6 @@ def communication(variant: str, batch: int, dtype: str = "float32") -> dict:
             "ddp_gradient_bytes_per_step": network.params * nbytes, "batch": batch, "dtype": dtype}
 
 
-def _fmt_x(value) -> str:
-    return "-" if value is None else f"{value:.3g}x"
-
-
 def summarize(df, options: StudyOptions) -> Summary:
     rows = table(df)
     lines = [f"multigpu: {options.variant} train step over several processes (torch.distributed, launched with "
@@ -183,7 +179,7 @@ def summarize(df, options: StudyOptions) -> Summary:
             ("backend", "backend", None), ("thr", "threads/rank", None), ("batch", "batch", None),
             ("per_rank", "per rank", None), ("time_s", "step ms", lambda x: fmt_num(None if x is None else x * 1e3,
                                                                                     ",.1f")),
-            ("images_per_s", "img/s", lambda x: fmt_num(x, ",.1f")), ("speedup", "vs single", _fmt_x),
+            ("images_per_s", "img/s", lambda x: fmt_num(x, ",.1f")), ("speedup", "vs single", fmt_x),
             ("efficiency", "per rank", lambda x: "-" if x is None else f"{x * 100:.0f}%"),
             ("error_rel", "rel. error", lambda x: "-" if x is None else f"{x:.1e}")]))
         lines.append("vs single: throughput over the one-process network on the same kind of device and dtype, at "
@@ -193,7 +189,7 @@ def summarize(df, options: StudyOptions) -> Summary:
         lines.append("No distributed case was measured in this run (see below).")
     two = [r for r in rows if r["parallel"] == "two_column"]
     for r in two:
-        lines.append(f"Two columns on {r['where']} ({r['dtype']}): {_fmt_x(r['speedup'])} the one-process step at "
+        lines.append(f"Two columns on {r['where']} ({r['dtype']}): {fmt_x(r['speedup'])} the one-process step at "
                      f"batch {r['batch']}; same outputs and gradients as the single-process network to "
                      f"{r['error_rel']:.1e} (relative).")
     comm_batch = two[0]["batch"] if two else (options.batch or GPU_BATCH)
@@ -219,3 +215,6 @@ def summarize(df, options: StudyOptions) -> Summary:
                          "costs most when other work holds the cores); an idle machine gives a fairer baseline.")
     lines += [""] + not_measured(df)
     return Summary("\n".join(lines).strip(), {"rows": rows, "communication": comm})
+
+
+STUDY = Study(name=NAME, description=DESCRIPTION, cases=cases, summarize=summarize, run_cases=run_cases)

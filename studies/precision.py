@@ -18,8 +18,8 @@ float32) and the whole network; forward and train_step.
 from __future__ import annotations
 
 from perfkit.cases import NETWORK, Case
-from perfkit.report import fmt_ms, format_table
-from perfkit.study import StudyOptions, Summary
+from perfkit.app.tables import fmt_ms, format_table
+from perfkit.study import Study, StudyOptions, Summary
 from perfkit.studies._common import (DTYPE_SHORT, choose, choose_layers, config_label, device_title, fmt_x,
                                      gemm_layers_and_network, is_autocast, not_measured, num, ok_rows, plan_devices)
 
@@ -112,3 +112,6 @@ def summarize(df, options: StudyOptions) -> Summary:
         lines += ["", "tolerances: " + ", ".join(f"{DTYPE_SHORT.get(d, d)} {t:g}" for d, t in tol)]
     lines += [""] + not_measured(df)
     return Summary("\n".join(lines).strip(), {"rows": rows})
+
+
+STUDY = Study(name=NAME, description=DESCRIPTION, cases=cases, summarize=summarize)

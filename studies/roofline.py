@@ -1,7 +1,7 @@
 """roofline: every layer's arithmetic intensity and attained rate against the device's measured ceilings.
 
 Intensity is the cost model's FLOPs over its minimum bytes (perfkit.specs: a multiply-add is 2 FLOPs; every tensor read
-once and written once). The ceilings are what the harness measured on this device in this run (perfkit.peaks): its
+once and written once). The ceilings are what the harness measured on this device in this run (perfkit.measure.peaks): its
 matmul rate for the dtype and its device-to-device copy bandwidth, read + write bytes (columns peak_flops_per_s /
 peak_bytes_per_s on each row, or the device_peaks table; on a CPU per thread count). The bound of a layer is
 min(peak FLOP/s, intensity x bandwidth); the summary gives each layer's attained FLOP/s and bytes/s, its bound, the
@@ -16,11 +16,11 @@ Grids: every layer + the network.
 from __future__ import annotations
 
 from perfkit.cases import grid
-from perfkit.report import fmt_si, format_table
-from perfkit.store import StoreError, load_device_peaks as _load_device_peaks
-from perfkit.study import StudyOptions, Summary
+from perfkit.app.tables import fmt_si, format_table
+from perfkit.results.store import load_device_peaks as _load_device_peaks
+from perfkit.study import Study, StudyOptions, Summary
 from perfkit.studies._common import (all_layers_and_network, choose, choose_layers, config_label, device_title, get,
-                                     not_measured, num, ok_rows, plan_devices)
+                                     not_measured, num, ok_rows, plan_devices, this_run)
 
 NAME = "roofline"
 DESCRIPTION = "every layer's arithmetic intensity and attained FLOP/s and bytes/s against the measured device ceilings"
@@ -50,14 +50,7 @@ def cases(options: StudyOptions):
 
 def load_device_peaks(df):
     """This run's rows of the store's device_peaks table, or None where there are none."""
-    if df.empty or "store" not in df:
-        return None
-    try:
-        peaks = _load_device_peaks(df.store.iloc[0])
-    except StoreError:
-        return None
-    peaks = peaks[peaks.run_id == df.run_id.iloc[0]] if len(peaks) else peaks
-    return peaks if len(peaks) else None
+    return this_run(df, _load_device_peaks)
 
 
 def ceilings(row, peaks) -> tuple[float | None, float | None, str | None]:
@@ -136,3 +129,6 @@ def summarize(df, options: StudyOptions) -> Summary:
               "100% of its bound."]
     lines += [""] + not_measured(df)
     return Summary("\n".join(lines).strip(), {"rows": rows})
+
+
+STUDY = Study(name=NAME, description=DESCRIPTION, cases=cases, summarize=summarize)

@@ -11,7 +11,7 @@ Per layer and for the whole network (alexnet2012 unless --variant says otherwise
 The summary is a table of GPU-over-CPU throughput ratios against stock eager (images/s over images/s; the CPU and GPU
 batch sizes are stated), the CPU baselines side by side with their ratios to stock eager, and the ratio's range: each
 GPU configuration against stock eager and against the best CPU configuration measured, which it names per layer and
-for the network. Published ratios of perfkit.reference stand beside them, and it says how much of a ratio is the
+for the network. Published ratios of perfkit.app.published stand beside them, and it says how much of a ratio is the
 choice of CPU baseline.
 Every number it derives comes from this run's measured rows; published figures are shown as published, with their
 source.
@@ -26,9 +26,9 @@ Grids (the CPU always runs; the GPU half is skipped with the reason on a machine
 from __future__ import annotations
 
 from perfkit.cases import NETWORK, grid
-from perfkit.reference import cite, figure
-from perfkit.report import fmt_num, format_table
-from perfkit.study import StudyOptions, Summary
+from perfkit.app.published import cite, figure
+from perfkit.app.tables import fmt_num, format_table, ratio
+from perfkit.study import Study, StudyOptions, Summary
 from perfkit.studies._common import (STOCK_CPU, all_layers_and_network, choose_layers, config_label, cpu_baseline_cases,
                                      cpu_baseline_rows, cpu_baseline_text, cpu_config_label, device_title, first, fmt_x,
                                      gemm_layers_and_network, not_measured, num, ok_rows, plan_devices)
@@ -70,10 +70,6 @@ def cases(options: StudyOptions):
 def _rate(ok, **where):
     row = first(ok, **where)
     return (num(row.images_per_s), row) if row is not None else (None, None)
-
-
-def ratio(a, b):
-    return a / b if a is not None and b else None
 
 
 def speedup_table(df) -> dict:
@@ -266,3 +262,6 @@ def summarize(df, options: StudyOptions) -> Summary:
     lines += [""] + not_measured(df)
     data = dict(info, comparisons=comparisons)
     return Summary("\n".join(line for line in lines).strip(), data)
+
+
+STUDY = Study(name=NAME, description=DESCRIPTION, cases=cases, summarize=summarize)

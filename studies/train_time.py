@@ -2,7 +2,7 @@
 the paper's five to six days on two GTX 580s, and the GTX 580's roofline lower bound.
 
 1. Projection. From each measured whole-network train_step row (images/s), the time for the paper's schedule: 90 epochs
-   over 1.2M images (figures from perfkit.reference, with their source), i.e. 108M images / (images/s). This counts
+   over 1.2M images (figures from perfkit.app.published, with their source), i.e. 108M images / (images/s). This counts
    the training step only (forward, loss, backward, SGD with momentum and weight decay): no data loading, augmentation
    or evaluation, which the paper's wall time included.
 2. The GTX 580 bound. From the card's published specs (1.581 TFLOP/s FP32, 192.4 GB/s) and perfkit's cost model of the
@@ -21,10 +21,10 @@ Grids: whole network, train_step.
 from __future__ import annotations
 
 from perfkit.cases import NETWORK, Case
-from perfkit.reference import cite, figure
-from perfkit.report import fmt_num, fmt_si, format_table
+from perfkit.app.published import cite, figure
+from perfkit.app.tables import fmt_num, fmt_si, format_table
 from perfkit.specs import build_network
-from perfkit.study import StudyOptions, Summary
+from perfkit.study import Study, StudyOptions, Summary
 from perfkit.studies._common import (choose, config_label, device_title, is_autocast, not_measured, num, ok_rows,
                                      plan_devices)
 
@@ -164,3 +164,6 @@ def summarize(df, options: StudyOptions) -> Summary:
     lines += [""] + not_measured(df)
     return Summary("\n".join(lines).strip(), {"projections": rows, "gtx580_bound": bound,
                                                "schedule_images": images})
+
+
+STUDY = Study(name=NAME, description=DESCRIPTION, cases=cases, summarize=summarize)

@@ -37,9 +37,9 @@ def device() -> str:
 def open_runner(tmp_path):
     """open_runner(config, args=None) -> a Runner measuring into the store tmp_path/runner.db (closed afterwards):
     a new run, or the unfinished one with the same arguments, which it resumes."""
-    from perfkit.env import collect_environment, environment_id
+    from perfkit.measure.env import collect_environment, environment_id
     from perfkit.runner import Runner
-    from perfkit.store import Store
+    from perfkit.results.store import Store
 
     stores = []
 
@@ -55,3 +55,26 @@ def open_runner(tmp_path):
     yield open_
     for store in stores:
         store.close()
+
+
+@pytest.fixture
+def broken_backend():
+    """The name of a test-only backend whose activation is 1% off: wrong, and by enough for every check to see."""
+    from perfkit.backends import BACKENDS, Backend
+    from perfkit.model import AlexNetModule, TorchOps
+
+    class OffByOnePercentOps(TorchOps):
+        @staticmethod
+        def activation(x, function):
+            return TorchOps.activation(x, function) * 1.01
+
+    class BrokenBackend(Backend):
+        name = "broken"
+        description = "test-only backend whose activation is 1% off"
+
+        def build(self, layers, parameters, device, dtype):
+            return AlexNetModule(layers, OffByOnePercentOps, device=device, dtype=dtype, parameters=parameters)
+
+    BACKENDS["broken"] = BrokenBackend()
+    yield "broken"
+    del BACKENDS["broken"]

@@ -1,12 +1,12 @@
-"""perfkit.augment: the photographs and the batches cut from them, the PCA lighting computed from them, the random
+"""perfkit.workloads.augment: the photographs and the batches cut from them, the PCA lighting computed from them, the random
 draws, the torch implementation against the float64 reference, the cost model, and augment cases in the runner."""
 import pytest
 import torch
 
-from perfkit import augment as A
+from perfkit.workloads import augment as A
 from perfkit.cases import AUGMENT, Case
 from perfkit.runner import RunnerConfig
-from perfkit.timer import TimingPolicy
+from perfkit.measure.timer import TimingPolicy
 from perfkit.workload import relative_error
 
 needs_photos = pytest.mark.skipif(A.missing_packages() is not None, reason=str(A.missing_packages()))

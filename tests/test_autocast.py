@@ -9,7 +9,7 @@ from perfkit.cases import Case
 from perfkit.model import AlexNetModule, TorchOps
 from perfkit.runner import RunnerConfig
 from perfkit.specs import build_network
-from perfkit.timer import TimingPolicy
+from perfkit.measure.timer import TimingPolicy
 from perfkit.workload import Workload, autocast_dtype, make_inputs
 
 FAST = RunnerConfig(timing=TimingPolicy(warmup=0, min_reps=1, min_time_s=0.0), check_batch=2)

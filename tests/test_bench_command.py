@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from perfkit import benchgate
-
+from perfkit.app import benchgate
 ROOT = Path(__file__).resolve().parents[1]
 # Three forward cases, the planted regression's among them; short enough for the unit tests.
 SUBSET = "forward and (conv2 or conv3 or pool2)"
@@ -134,7 +133,7 @@ def test_history_baseline_gates_its_own_machine_model_only(repo):
 
 
 def test_a_a_means_the_same_tracked_code_whatever_the_reference_record_says(tmp_path):
-    from perfkit.bench import REFERENCE_FILE, same_code
+    from perfkit.app.bench import REFERENCE_FILE, same_code
 
     if shutil.which("git") is None:
         pytest.skip("git is not installed")

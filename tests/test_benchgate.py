@@ -1,8 +1,7 @@
 """The benchmark gate's arithmetic, on synthetic pytest-benchmark JSON (no benchmark runs here)."""
 import pytest
 
-from perfkit import benchgate
-
+from perfkit.app import benchgate
 CASES = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 
 

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from perfkit.campaign import FILES, PHASE_SHARES, Campaign, slug
-from perfkit.campaignplan import format_plan, make_plan
+from perfkit.app.campaign import FILES, PHASE_SHARES, Campaign, slug
+from perfkit.app.campaignplan import format_plan, make_plan
 
 QUICK = [sys.executable, "-m", "perfkit", "campaign", "--quick", "--device", "cpu", "--no-progress"]
 
@@ -44,10 +44,17 @@ def test_quick_campaign_on_a_cpu_machine(tmp_path):
     assert doc["elapsed_s"] < 2 * 60 + 60  # the budget, plus the export and the case in flight
     assert doc["case_cap_s"] > 0 and len(doc["commands"]) == 1
     headlines = (out / "HEADLINES.md").read_text()
-    for heading in ("## Headline", "## Triton and torch.compile against torch eager", "## GPU against CPU",
-                    "## Energy", "## Fraction of the roofline per layer", "## Days to train"):
+    for heading in ("## Headline: Triton and torch.compile against torch eager, the GPU against the CPU",
+                    "## Energy", "## Fraction of the roofline per layer", "## The 2012 comparison per layer",
+                    "## Days to train"):
         assert heading in headlines
     assert "no CUDA device is available" in headlines  # GPU headlines say why they are empty
+    # each section is a study's stored summary, word for word: nothing is recomputed for the headlines
+    from perfkit.results.store import load_summaries
+
+    summaries = load_summaries(out / "perfkit.db")
+    for study in ("headline", "roofline"):
+        assert all(text in headlines for text in summaries[summaries.study == study].text)
     df = pd.read_csv(out / "measurements.csv")
     assert len(df) > 1 and {"headline", "roofline", "speedup2012"} <= set(df.study)
     cpu_headline = df[(df.study == "headline") & (df.device == "cpu")]
@@ -144,7 +151,7 @@ def test_a_longer_budget_extends_the_same_plan():
 
 
 def test_measured_case_times_replace_the_model(tmp_path):
-    from perfkit.campaignplan import Estimator, gpu_spec
+    from perfkit.app.campaignplan import Estimator, gpu_spec
     from perfkit.cases import Case
     from perfkit.study import QUICK_TIMING
 
@@ -160,7 +167,7 @@ def test_measured_case_times_replace_the_model(tmp_path):
 
 
 def test_the_plan_command_runs_nothing_and_prints_the_phases(capsys, tmp_path, monkeypatch):
-    from perfkit.cli import main
+    from perfkit.app.cli import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["campaign", "--plan", "--gpu", "h100"]) == 0
@@ -172,7 +179,7 @@ def test_the_plan_command_runs_nothing_and_prints_the_phases(capsys, tmp_path, m
 
 
 def test_gpu_without_plan_is_a_usage_error(capsys):
-    from perfkit.cli import main
+    from perfkit.app.cli import main
 
     with pytest.raises(SystemExit) as stop:
         code = main(["campaign", "--gpu", "h100"])

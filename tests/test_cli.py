@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from perfkit.cli import main
+from perfkit.app.cli import main
 from perfkit.specs import build_network
 from perfkit.studies import baseline
 from perfkit.study import StudyOptions
@@ -140,7 +140,7 @@ def test_main_job_killed_mid_way_resumes_and_stores_every_case_once(tmp_path):
 
 
 def test_merge_command(tmp_path, capsys):
-    from perfkit.store import Store
+    from perfkit.results.store import Store
 
     for name in ("a", "b"):
         store = Store.open(tmp_path / f"{name}.db")

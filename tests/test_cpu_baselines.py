@@ -10,7 +10,7 @@ from perfkit.backends import get_backend
 from perfkit.backends.onnx_runtime import missing_modules
 from perfkit.cases import Case
 from perfkit.runner import RunnerConfig
-from perfkit.timer import TimingPolicy
+from perfkit.measure.timer import TimingPolicy
 
 FAST = RunnerConfig(timing=TimingPolicy(warmup=1, min_reps=1, min_time_s=0.0), check_batch=2, device_peaks=False,
                     energy=False)

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from perfkit import profile
+from perfkit.app import profile
 from perfkit.backends import get_backend
 from perfkit.cases import Case
-from perfkit.cli import main
-from perfkit.store import SCHEMA_VERSION, Store, load_profile_ops, load_profiles
+from perfkit.app.cli import main
+from perfkit.results.store import SCHEMA_VERSION, Store, load_profile_ops, load_profiles
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +214,7 @@ def test_bad_profile_arguments_exit_2_with_a_hint(args, message, capsys):
 
 def test_an_unprofiled_case_says_why(tmp_path, open_runner):
     from perfkit.runner import RunnerConfig
-    from perfkit.timer import TimingPolicy
+    from perfkit.measure.timer import TimingPolicy
 
     runner = open_runner(RunnerConfig(timing=TimingPolicy(warmup=0, min_reps=1, min_time_s=0.0), check_batch=1,
                                       device_peaks=False, energy=False))

@@ -7,8 +7,8 @@ from perfkit.cases import Case, grid
 from perfkit.model import AlexNetModule, TorchOps
 from perfkit.runner import RunnerConfig
 from perfkit.specs import build_network
-from perfkit.store import load_measurements
-from perfkit.timer import TimingPolicy
+from perfkit.results.store import load_measurements
+from perfkit.measure.timer import TimingPolicy
 
 FAST = RunnerConfig(timing=TimingPolicy(warmup=1, min_reps=2, min_time_s=0.0), check_batch=2)
 
@@ -17,27 +17,6 @@ FAST = RunnerConfig(timing=TimingPolicy(warmup=1, min_reps=2, min_time_s=0.0), c
 def make_runner(open_runner):
     """make_runner(config=FAST, args=None): a Runner on the test's store (tests/conftest.py)."""
     return lambda config=FAST, args=None: open_runner(config, args)
-
-
-class _OffByOnePercentOps(TorchOps):
-    @staticmethod
-    def activation(x, function):
-        return TorchOps.activation(x, function) * 1.01
-
-
-class _BrokenBackend(Backend):
-    name = "broken"
-    description = "test-only backend whose activation is 1% off"
-
-    def build(self, layers, parameters, device, dtype):
-        return AlexNetModule(layers, _OffByOnePercentOps, device=device, dtype=dtype, parameters=parameters)
-
-
-@pytest.fixture
-def broken_backend():
-    BACKENDS["broken"] = _BrokenBackend()
-    yield "broken"
-    del BACKENDS["broken"]
 
 
 def test_ok_row_has_timing_and_rates_from_the_cost_model(make_runner):
@@ -137,14 +116,20 @@ class _NanOps(TorchOps):
         return TorchOps.activation(x, function) * float("nan")
 
 
+class _OpsBackend(Backend):
+    description = "test-only backend with the ops given"
+
+    def __init__(self, name, ops):
+        self.name, self.ops = name, ops
+
+    def build(self, layers, parameters, device, dtype):
+        return AlexNetModule(layers, self.ops, device=device, dtype=dtype, parameters=parameters)
+
+
 @pytest.fixture
 def bad_backends():
     for name, ops in (("off20", _TwentyPercentOffOps), ("nan", _NanOps)):
-        backend = _BrokenBackend()
-        backend.name = name
-        backend.build = (lambda ops: lambda layers, parameters, device, dtype: AlexNetModule(
-            layers, ops, device=device, dtype=dtype, parameters=parameters))(ops)
-        BACKENDS[name] = backend
+        BACKENDS[name] = _OpsBackend(name, ops)
     yield
     del BACKENDS["off20"], BACKENDS["nan"]
 

@@ -4,8 +4,8 @@ import time
 import pytest
 import torch
 
-from perfkit.cli import main
-from perfkit.selfcheck import compare_timers, format_comparisons, timer_selfcheck
+from perfkit.app.cli import main
+from perfkit.app.selfcheck import compare_timers, format_comparisons, timer_selfcheck
 
 
 def test_both_timers_report_seconds_per_call_of_a_call_of_known_length():
@@ -19,7 +19,7 @@ def test_both_timers_report_seconds_per_call_of_a_call_of_known_length():
 
 def test_a_timer_that_disagrees_is_reported_as_such():
     """torch's figure halved behind the check's back: the ratio is about 2 and the case is marked as differing."""
-    import perfkit.selfcheck as selfcheck
+    import perfkit.app.selfcheck as selfcheck
 
     def run():
         time.sleep(0.002)

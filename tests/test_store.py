@@ -4,8 +4,8 @@ import sqlite3
 
 import pytest
 
-from perfkit.records import Measurement
-from perfkit.store import (APPLICATION_ID, SCHEMA_VERSION, Store, StoreError, load_measurements, load_runs, merge)
+from perfkit.results.records import Measurement
+from perfkit.results.store import (APPLICATION_ID, SCHEMA_VERSION, Store, StoreError, load_measurements, load_runs, merge)
 
 
 def _digest(path):
@@ -175,7 +175,7 @@ def test_reading_a_store_leaves_nothing_beside_it_and_cannot_write(tmp_path):
     assert len(load_measurements(path)) == 2 and len(load_runs(path)) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db"]
     assert _digest(path) == before
-    from perfkit.store import _read_only
+    from perfkit.results.store import _read_only
 
     con = _read_only(path)
     with pytest.raises(sqlite3.OperationalError, match="readonly"):

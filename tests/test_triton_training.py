@@ -19,6 +19,7 @@ from perfkit.backends import float32_precision, get_backend
 from perfkit.model import init_parameters
 from perfkit.specs import (Conv, CrossEntropy, Dropout, Linear, LocalResponseNorm, MaxPool, build_network,
                            network_from_table)
+from perfkit.study import Study
 
 HAS_CUDA = torch.cuda.is_available()
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"  # set by tests/conftest.py when there is no GPU
@@ -220,7 +221,7 @@ def test_train_step_launches_no_cudnn_or_cublas_kernel(dtype):
     assert not library, f"library kernels in a triton train step: {library} (all non-Triton kernels: {others})"
 
 
-class _TrainStepStudy:
+class _TrainStepBackends:
     """The side-by-side measurement as a study for perfkit.study.run_study: the whole network's train step at batch
     128 in bfloat16 on torch eager, torch.compile and triton, in one run (one store, one environment)."""
 
@@ -248,6 +249,10 @@ class _TrainStepStudy:
         text = "\n".join(f"{n:8s} {d['status']:9s} {d['time_median_s']} s  x{d['speedup_vs_eager']}"
                          for n, d in data.items())
         return Summary(text, data)
+
+
+_TrainStepStudy = Study(name=_TrainStepBackends.NAME, description=_TrainStepBackends.DESCRIPTION,
+                        cases=_TrainStepBackends.cases, summarize=_TrainStepBackends.summarize)
 
 
 @pytest.mark.gpu

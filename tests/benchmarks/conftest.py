@@ -7,12 +7,16 @@ Cases: every layer of alexnet2012 and the whole network, forward and train_step,
   `torch.cuda.synchronize()` inside the timed function. The L2 cache is not flushed between rounds (hot cache): this
   suite watches for regressions; the runner's studies are where cold-cache numbers come from.
 
-Before it is timed, every case is checked against the float64 CPU reference exactly as `perfkit.runner` checks it
-(fresh random inputs, same parameters and dropout masks); over tolerance the test fails and nothing is timed. The
-error goes into `benchmark.extra_info` with the cost model's FLOPs and bytes, the batch, dtype, backend, pass and layer.
+Each case is a `perfkit.cases.Case`, and the suite checks and times what the runner would: `calls_only_runner(...)
+.work(case, backend)` (perfkit.runner.Runner.work). Its `check()` is the runner's one correctness check (fresh random
+inputs; the float64 CPU reference with the same parameters, replaying the module's dropout masks and max-pool/ReLU
+choices; the per-dtype tolerance policy), and the verdict is the runner's: finite and within the tolerance
+(`passes`). Over tolerance the test fails and nothing is timed. The timed call is the `run` of `timed()` on the very
+module that was checked. The error goes into `benchmark.extra_info` with the cost model's FLOPs and bytes, the batch,
+dtype, backend, pass and layer.
 
 Next to each case, right before and right after it, the suite times a calibration GEMM with the same timer on the same
-device, into `extra_info`. `perfkit.benchgate` divides each case's time by the run's calibration; see that module for
+device, into `extra_info`. `perfkit.app.benchgate` divides each case's time by the run's calibration; see that module for
 why and for how the gate uses it.
 
 Why one thread and CPU time on the CPU: CI runners and developer machines are small and shared. With two torch threads
@@ -47,22 +51,22 @@ Plain `pytest` (the unit tests) skips this suite; it runs when the command line 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from perfkit.backends import BACKENDS, float32_precision
-from perfkit.cases import NETWORK
-from perfkit.model import init_parameters, torch_dtype
+from perfkit.cases import NETWORK, Case
+from perfkit.runner import Runner, RunnerConfig, calls_only_runner
 from perfkit.specs import build_network
-from perfkit.workload import TOLERANCES, Workload, check, make_inputs, reference_results
+from perfkit.workload import Checked, Work, tolerance_for
 
 SUITE_DIR = Path(__file__).resolve().parent
 VARIANT = "alexnet2012"
@@ -75,7 +79,7 @@ SEED = 0
 class DeviceSettings:
     device: str
     batch: int
-    check_batch: int  # images the float64 correctness check runs on
+    check_batch: int  # images the float64 correctness check runs on (at most; the runner takes min(batch, this))
     threads: int | None  # torch CPU threads during the case (None: leave as is)
     timer: Callable[[], float]
     backends: tuple[str, ...]
@@ -190,7 +194,7 @@ def injected_slowdowns() -> dict[str, float]:
 # -- calibration ----------------------------------------------------------------------------------------------------
 class Calibration:
     """A square float32 GEMM (IEEE, never TF32) timed with the suite's timer on the case's device: the fastest of a few
-    repetitions. It is the yardstick `perfkit.benchgate` divides every case's time by."""
+    repetitions. It is the yardstick `perfkit.app.benchgate` divides every case's time by."""
 
     CPU_GEMM_N, CPU_REPS = 256, 12  # about 0.3 ms a repetition on one core of a 2020s server CPU
     GPU_GEMM_N, GPU_REPS = 4096, 10  # a few ms on a data-centre GPU
@@ -253,21 +257,19 @@ class PreparedCase:
 
 
 class _Shared:
-    """Per-session network, parameters and the last float64 reference (a network's is large, so only one is kept)."""
+    """Per-session network and the runner whose checks and calls the suite uses. One runner at a time: it keeps the
+    parameters and the last float64 reference (a network's is large), and the CPU and GPU halves differ in their
+    check batch, so moving from one half to the other replaces it."""
 
     def __init__(self):
         self.network = build_network(VARIANT)
-        self.parameters = init_parameters(self.network, seed=SEED)
-        self.reference_key = None
-        self.reference = None
+        self._runner: tuple[DeviceSettings, Runner] | None = None
 
-    def reference_for(self, key, layers, pass_name, inputs, masks, make_optimizer):
-        active_dropout = any(spec.kind == "dropout" and spec.p > 0 for spec in layers)
-        if not active_dropout and key == self.reference_key:
-            return self.reference
-        want = reference_results(layers, pass_name, self.parameters, inputs, masks, make_optimizer)
-        self.reference_key, self.reference = (None, None) if active_dropout else (key, want)
-        return want
+    def runner(self, settings: DeviceSettings) -> Runner:
+        if self._runner is None or self._runner[0] != settings:
+            self._runner = None  # the previous runner's parameters and reference go before the next one's come
+            self._runner = (settings, make_runner(settings))
+        return self._runner[1]
 
 
 @pytest.fixture(scope="session")
@@ -275,8 +277,42 @@ def shared():
     return _Shared()
 
 
-def _seed(purpose: str, layer: str, pass_name: str, batch: int) -> int:
-    return SEED * 1_000_003 + zlib.crc32(f"bench/{purpose}/{VARIANT}/{layer}/{pass_name}/{batch}".encode())
+def make_runner(settings: DeviceSettings) -> Runner:
+    """An unstored runner (perfkit.runner.calls_only_runner) with the suite's seed and its check batch on `settings`'s
+    device. Nothing else of its config matters here: the suite times with pytest-benchmark, not with the runner."""
+    return calls_only_runner(RunnerConfig(check_batch=settings.check_batch, seed=SEED, precompile=False,
+                                          device_peaks=False, energy=False))
+
+
+def bench_case(settings: DeviceSettings, backend_name: str, layer: str, pass_name: str, variant: str = VARIANT) -> Case:
+    """The runner's Case for one benchmark."""
+    return Case(variant=variant, layer=layer, backend=backend_name, device=settings.device, dtype=DTYPE,
+                batch=settings.batch, pass_name=pass_name, threads=settings.threads)
+
+
+@contextlib.contextmanager
+def case_context(settings: DeviceSettings):
+    """What a case is built, checked and timed under: the suite's torch threads on the device and IEEE float32."""
+    saved_threads = torch.get_num_threads()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    try:
+        with float32_precision(DTYPE):
+            yield
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def check_case(runner: Runner, case: Case, backend) -> tuple[Work, Checked]:
+    """Correct before fast: the runner's own work for `case` and its one correctness check (perfkit.runner.Runner.work:
+    float64 CPU reference replaying the dropout masks and max-pool/ReLU choices, the per-dtype tolerance policy)."""
+    work = runner.work(case, backend)
+    return work, work.check()
+
+
+def passes(checked: Checked) -> bool:
+    """The runner's verdict (perfkit.runner.Runner._check_and_time): a finite error within the tolerance."""
+    return math.isfinite(checked.error) and checked.error <= checked.tolerance
 
 
 @pytest.fixture
@@ -293,16 +329,10 @@ def prepared(bench_case, shared, calibrations, request):
     if reason:
         pytest.skip(f"backend {backend_name!r}: {reason}")
 
-    saved_threads = torch.get_num_threads()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    precision = float32_precision(DTYPE)
-    precision.__enter__()
     try:
-        yield _prepare(settings, backend, layer, pass_name, shared, calibrations(settings))
+        with case_context(settings):
+            yield _prepare(settings, backend, layer, pass_name, shared, calibrations(settings))
     finally:
-        precision.__exit__(None, None, None)
-        torch.set_num_threads(saved_threads)
         if device == "cuda":
             torch.cuda.empty_cache()
 
@@ -310,33 +340,32 @@ def prepared(bench_case, shared, calibrations, request):
 def _prepare(settings, backend, layer, pass_name, shared, calibration) -> PreparedCase:
     network = shared.network
     layers = network.layers_for(pass_name) if layer == NETWORK else (network.layer(layer),)
-    dtype = torch_dtype(DTYPE)
     device = settings.device
-    module = backend.build(layers, shared.parameters, device, dtype)
+    runner = shared.runner(settings)
+    case = bench_case(settings, backend.name, layer, pass_name)
 
-    tolerance = TOLERANCES[DTYPE]
     if os.environ.get(CHECKED_ENV) == "1":
+        work = runner.work(case, backend)
         error, worst, checked = None, None, "earlier round"
+        tolerance, images = tolerance_for(DTYPE, None), min(case.batch, settings.check_batch)
     else:
-        error, worst = _check(backend, module, layers, layer, pass_name, shared, settings)
+        work, result = check_case(runner, case, backend)
+        error, worst, tolerance, images = result.error, result.worst, result.tolerance, result.images
         checked = "this round"
-        if not error <= tolerance:
+        if not passes(result):
             pytest.fail(f"{backend.name} {layer} {pass_name}: error {error:.3g} in {worst} exceeds the {DTYPE} "
                         f"tolerance {tolerance:g}; not timed")
 
     batch = settings.batch
-    workload = Workload(module, pass_name, make_inputs(layers, batch, _seed("time", layer, pass_name, batch)), device,
-                        dtype, backend.make_optimizer)
-    calls = [workload.run]
+    run = _untimed_step_free(work, case)
+    calls = [run]
     inject = injected_slowdowns().get(layer)
     extra_images = 0
     if inject:
         extra_images = max(1, round(inject * batch))
-        ballast = Workload(module, pass_name, make_inputs(layers, extra_images, _seed("inject", layer, pass_name,
-                                                                                       extra_images)),
-                           device, dtype, backend.make_optimizer)
-        calls.append(ballast.run)
-    cost = network.cost(pass_name, batch, DTYPE) if layer == NETWORK else layers[0].cost(pass_name, batch, DTYPE)
+        ballast = replace(case, batch=extra_images)  # the same layer and parameters, a module of its own
+        calls.append(_untimed_step_free(runner.work(ballast, backend), ballast))
+    cost = work.cost
     calls *= calls_per_round(settings, cost)
     if device == "cuda":
         calls.append(torch.cuda.synchronize)
@@ -352,7 +381,7 @@ def _prepare(settings, backend, layer, pass_name, shared, calibration) -> Prepar
         "timer": f"time.{settings.timer.__name__}" + (" + cuda.synchronize" if device == "cuda" else ""),
         "flops": cost.flops, "gemm_flops": cost.gemm_flops, "bytes_min": cost.bytes_min,
         "error_rel": error, "error_tolerance": tolerance, "error_worst_tensor": worst,
-        "error_batch": settings.check_batch, "error_checked": checked,
+        "error_batch": images, "error_checked": checked,
         "calls_per_round": calls_per_round(settings, cost),
         "injected_extra_images": extra_images,
         **calibration.info(),
@@ -364,18 +393,13 @@ def _prepare(settings, backend, layer, pass_name, shared, calibration) -> Prepar
     return PreparedCase(settings, calibration, timed, warmup, info)
 
 
-def _check(backend, module, layers, layer, pass_name, shared, settings) -> tuple[float, str]:
-    """Correct before fast: the same check as perfkit.runner, on fresh random inputs; (error, worst tensor)."""
-    device, dtype = settings.device, torch_dtype(DTYPE)
-    check_inputs = make_inputs(layers, settings.check_batch, _seed("check", layer, pass_name, settings.check_batch))
-    module.capture_for_reference = True
-    got = Workload(module, pass_name, check_inputs, device, dtype, backend.make_optimizer).run_once()
-    module.capture_for_reference = False
-    masks = dict(module.captured_dropout_masks)
-    module.captured_dropout_masks.clear()
-    want = shared.reference_for((layer, pass_name, settings.check_batch), layers, pass_name, check_inputs, masks,
-                                BACKENDS["torch"].make_optimizer)
-    return check(got, want)
+def _untimed_step_free(work: Work, case: Case) -> Callable[[], object]:
+    """The timed call of `work` (its `timed()` run, at the case's batch); the suite's passes have no untimed step
+    before each call, which pytest-benchmark could not leave out."""
+    run, prepare = work.timed()
+    if prepare is not None:
+        pytest.fail(f"{case.label}: a pass with an untimed step before each call cannot be timed here")
+    return run
 
 
 def calls_per_round(settings: DeviceSettings, cost) -> int:
@@ -388,7 +412,7 @@ def calls_per_round(settings: DeviceSettings, cost) -> int:
 def _device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
-    from perfkit.env import collect_environment
+    from perfkit.measure.env import collect_environment
 
     return collect_environment().get("cpu_model") or "CPU"
 
@@ -397,7 +421,7 @@ def _device_name(device: str) -> str:
 def pytest_benchmark_update_machine_info(config, machine_info):
     """perfkit's view of the machine under `machine_info["perfkit"]`: CPU model and the suite's torch threads, and on a
     GPU machine each GPU's name, driver and clocks (from NVML; null with a note where it cannot be read)."""
-    from perfkit.env import collect_environment
+    from perfkit.measure.env import collect_environment
 
     env = collect_environment(probe_gpus=False)
     info = {
@@ -452,59 +476,45 @@ def _cpu_identity() -> dict:
 
 
 def _gpu_info():
+    """Each visible GPU (as torch numbers them), the driver version and a note: NVML through perfkit's own access
+    (perfkit.measure.nvml, loaded once per process; handles from perfkit.measure.monitors.gpu_nvml, the runner's
+    monitors' lookup: by UUID, PCI bus id, or index through CUDA_VISIBLE_DEVICES). What NVML cannot give is null, and
+    the note says why."""
+    from perfkit.measure import nvml as _nvml
+    from perfkit.measure.monitors import gpu_nvml
+
     gpus = []
     for i in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(i)
         gpus.append({"index": i, "name": props.name, "memory_bytes": props.total_memory,
                      "compute_capability": f"{props.major}.{props.minor}", "sm_count": props.multi_processor_count})
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception as exc:  # noqa: BLE001 - no NVML: clocks and driver unknown, said so
-        return gpus, None, f"NVML unavailable ({type(exc).__name__}: {exc}); driver and clocks unknown"
-    try:
-        driver = pynvml.nvmlSystemGetDriverVersion()
-        driver = driver.decode() if isinstance(driver, bytes) else driver
-        for gpu in gpus:
-            handle = _nvml_handle(pynvml, gpu["index"])
-            clocks = {}
-            for label, kind in (("sm", pynvml.NVML_CLOCK_SM), ("memory", pynvml.NVML_CLOCK_MEM),
-                                ("graphics", pynvml.NVML_CLOCK_GRAPHICS)):
-                for what, getter in (("now", pynvml.nvmlDeviceGetClockInfo),
-                                     ("max", pynvml.nvmlDeviceGetMaxClockInfo),
-                                     ("application", pynvml.nvmlDeviceGetApplicationsClock)):
-                    try:
-                        clocks[f"{label}_{what}_mhz"] = getter(handle, kind)
-                    except Exception:  # noqa: BLE001 - not supported on this GPU
-                        clocks[f"{label}_{what}_mhz"] = None
-            gpu["clocks"] = clocks
-            try:
-                gpu["power_limit_w"] = pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0
-            except Exception:  # noqa: BLE001
-                gpu["power_limit_w"] = None
-        return gpus, driver, None
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def _nvml_handle(pynvml, torch_index: int):
-    """NVML's handle for torch's device `torch_index`: matched by UUID (the two number devices differently under
-    CUDA_VISIBLE_DEVICES), else by index."""
-    uuid = getattr(torch.cuda.get_device_properties(torch_index), "uuid", None)
-    if uuid is not None:
-        text = str(uuid)
-        for candidate in (text, f"GPU-{text}"):
-            try:
-                return pynvml.nvmlDeviceGetHandleByUUID(candidate)
-            except Exception:  # noqa: BLE001, S112 - try the next spelling, then the index
-                continue
-    return pynvml.nvmlDeviceGetHandleByIndex(torch_index)
+    nvml, reason = _nvml.load()
+    if nvml is None:
+        return gpus, None, f"{reason}; driver and clocks unknown"
+    driver, reason = _nvml.call(nvml, "nvmlSystemGetDriverVersion")
+    notes = [] if reason is None else [f"driver version unknown ({reason})"]
+    driver = driver.decode() if isinstance(driver, bytes) else driver
+    for gpu in gpus:
+        _, handle, reason = gpu_nvml(f"cuda:{gpu['index']}")
+        if handle is None:
+            notes.append(f"GPU {gpu['index']}: clocks and power limit unknown ({reason})")
+            gpu["clocks"], gpu["power_limit_w"] = None, None
+            continue
+        clocks = {}
+        for label, kind in (("sm", getattr(nvml, "NVML_CLOCK_SM", 1)), ("memory", getattr(nvml, "NVML_CLOCK_MEM", 2)),
+                            ("graphics", getattr(nvml, "NVML_CLOCK_GRAPHICS", 0))):  # nvml.h's nvmlClockType_t
+            for what, getter in (("now", "nvmlDeviceGetClockInfo"), ("max", "nvmlDeviceGetMaxClockInfo"),
+                                 ("application", "nvmlDeviceGetApplicationsClock")):
+                value, _ = _nvml.call(nvml, getter, handle, kind)  # None where this GPU does not support it
+                clocks[f"{label}_{what}_mhz"] = value
+        gpu["clocks"] = clocks
+        limit_mw, _ = _nvml.call(nvml, "nvmlDeviceGetEnforcedPowerLimit", handle)
+        gpu["power_limit_w"] = None if limit_mw is None else limit_mw / 1000.0
+    return gpus, driver, "; ".join(notes) or None
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     """Each benchmark gets `perfkit`: its time over the run's calibration (what the gate compares); the run gets
     `perfkit`: the calibration, the normalization used and any injected slowdown."""
-    from perfkit import benchgate
-
+    from perfkit.app import benchgate
     benchgate.annotate(output_json, inject=injected_slowdowns())

@@ -39,7 +39,7 @@ def cpu_store(tmp_path_factory) -> Path:
     from perfkit.runner import RunnerConfig
     from perfkit.studies import get_study
     from perfkit.study import StudyOptions, run_study
-    from perfkit.timer import TimingPolicy
+    from perfkit.measure.timer import TimingPolicy
 
     path = tmp_path_factory.mktemp("cpu") / "cpu.db"
     run_study(get_study("baseline"), StudyOptions(devices=("cpu",), quick=True, batch=1), path, show_progress=False,
@@ -54,7 +54,7 @@ def gpu_store(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def merged_store(tmp_path_factory, cpu_store, gpu_store) -> Path:
-    from perfkit.store import merge
+    from perfkit.results.store import merge
 
     out = tmp_path_factory.mktemp("merged") / "merged.db"
     merge(out, [cpu_store, gpu_store])

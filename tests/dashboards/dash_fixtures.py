@@ -14,10 +14,10 @@ import random
 import sqlite3
 from pathlib import Path
 
-from perfkit.store import DEVICE_PEAK_COLUMNS
-from perfkit.env import machine_id
+from perfkit.results.store import DEVICE_PEAK_COLUMNS
+from perfkit.measure.env import machine_id
 from perfkit.specs import build_network
-from perfkit.store import Store
+from perfkit.results.store import Store
 
 FIXTURE_GPU_NAME = "FABRICATED FIXTURE GPU"
 FIXTURE_HOST = "fabricated-fixture"

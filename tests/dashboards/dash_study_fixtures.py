@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from perfkit.store import load_measurements
+from perfkit.results.store import load_measurements
 
 NOT_MEASURED_NOTE = "fabricated: this case was not measured"
 INGREDIENT_MISSING = ("triton", "backward", "lrn")  # backend, pass, ingredient whose share is None

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from perfkit.cli import main
+from perfkit.app.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from perfkit.dashboards import speedup
-from perfkit.store import load_measurements
+from perfkit.results.store import load_measurements
 
 
 def figure_named(report, name):

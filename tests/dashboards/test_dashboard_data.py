@@ -8,7 +8,7 @@ import pytest
 
 from perfkit.dashboards import reference as ref
 from perfkit.dashboards.data import OPTIONAL_COLUMNS, load, load_benchmarks
-from perfkit.store import Store, StoreError
+from perfkit.results.store import Store, StoreError
 
 
 
@@ -89,8 +89,8 @@ def test_published_figures_have_sources():
 
 
 def test_reference_marks_are_perfkits_published_figures():
-    """The dashboards keep no numbers of their own: every mark is a figure of perfkit.reference, value and source."""
-    from perfkit.reference import figure
+    """The dashboards keep no numbers of their own: every mark is a figure of perfkit.app.published, value and source."""
+    from perfkit.app.published import figure
 
     for r in ref.ALL:
         f = figure(r.key)

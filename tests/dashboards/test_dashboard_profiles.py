@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from perfkit.cli import main
-from perfkit.store import load_profile_ops, load_profiles
+from perfkit.app.cli import main
+from perfkit.results.store import load_profile_ops, load_profiles
 
 
 @pytest.fixture(scope="module")

@@ -162,7 +162,7 @@ def test_activation_curves_and_ratio(full_report):
 
 def test_malformed_curves_are_reported_not_fatal(tmp_path, cpu_store):
     from perfkit.dashboards import build
-    from perfkit.store import Store, merge
+    from perfkit.results.store import Store, merge
 
     path = tmp_path / "curves.db"
     merge(path, [cpu_store])
@@ -182,7 +182,7 @@ def test_regression_history_from_real_benchmark_files(full_report):
 
 def test_empty_store_gives_an_empty_report(tmp_path):
     from perfkit.dashboards import build
-    from perfkit.store import Store
+    from perfkit.results.store import Store
 
     Store.open(tmp_path / "empty.db").close()
     report = build([tmp_path / "empty.db"])
@@ -245,7 +245,7 @@ def test_regression_section_plots_the_last_ab_check(tmp_path, gpu_store):
     with its range and limit, coloured by verdict, and lists what was not gated. The file is no pytest-benchmark run."""
     import json
 
-    from perfkit import benchgate
+    from perfkit.app import benchgate
     from perfkit.dashboards import build
 
     def rounds(times):

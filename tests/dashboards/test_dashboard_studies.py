@@ -34,7 +34,7 @@ def test_each_section_has_its_figures_after_activations(full_report):
 
 def test_sections_are_absent_without_their_summaries(tmp_path, gpu_store):
     from perfkit.dashboards import build
-    from perfkit.store import merge
+    from perfkit.results.store import merge
 
     path = tmp_path / "no-summaries.db"
     merge(path, [gpu_store])
@@ -82,7 +82,7 @@ def test_speedup_without_a_baseline_is_not_computed(full_report):
 def test_cpu_only_summaries_say_what_was_not_measured(tmp_path, cpu_store):
     """A CPU-only run: no GPU train step (so no CPU-feeds-GPU ratio) and no CPU memory comparison, said as such."""
     from perfkit.dashboards import build
-    from perfkit.store import Store, merge
+    from perfkit.results.store import Store, merge
     from perfkit.studies.augmentation import verdict
 
     path = tmp_path / "cpu-summaries.db"

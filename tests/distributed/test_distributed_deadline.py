@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from perfkit import distributed as D
+from perfkit.workloads import distributed as D
 from perfkit.cases import Case
-from perfkit.procgroup import GroupResult
+from perfkit.support.procgroup import GroupResult
 from perfkit.runner import RunnerConfig, case_row
-from perfkit.store import Store, load_measurements
+from perfkit.results.store import Store, load_measurements
 from perfkit.study import StudyOptions, run_study
 from perfkit.studies import _common, multigpu
 
@@ -136,14 +136,14 @@ def test_a_deadline_during_the_launch_stops_its_group_and_cuts_the_case_in_fligh
                                                    "env_id": runner.env_id}, cases[0]))))
     fake = textwrap.dedent(f"""
         import json, os, signal, subprocess, sys, time
-        from perfkit.records import Measurement
-        from perfkit.store import Store
+        from perfkit.results.records import Measurement
+        from perfkit.results.store import Store
         job = json.load(open(sys.argv[sys.argv.index("--job") + 1]))
         row = json.loads(open({str(first_row)!r}).read())
         with Store.open(job["store"]) as store:
             store.add_measurement(Measurement(**row))
         json.dump({{"in_flight": {cases[1].key!r}, "stopped_at_deadline": False}}, open(job["report"], "w"))
-        worker = subprocess.Popen([sys.executable, "-c", "import time; from perfkit.procgroup import die_with_parent; "
+        worker = subprocess.Popen([sys.executable, "-c", "import time; from perfkit.support.procgroup import die_with_parent; "
                                    "die_with_parent(); time.sleep(300)"], start_new_session=True)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL ends it
         json.dump({{"torchrun": os.getpid(), "worker": worker.pid, "deadline_wall": job["deadline_wall"]}},

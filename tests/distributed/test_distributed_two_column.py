@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from perfkit import distributed as D
+from perfkit.workloads import distributed as D
 from perfkit.cases import Case
-from perfkit.procgroup import GroupResult
+from perfkit.support.procgroup import GroupResult
 from perfkit.runner import RunnerConfig
 from perfkit.specs import build_network
-from perfkit.store import Store, load_measurements
+from perfkit.results.store import Store, load_measurements
 
 NETWORK = build_network("alexnet2012")
 

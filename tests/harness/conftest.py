@@ -10,7 +10,7 @@ from harness_fakes import FakePynvml, make_powercap
 @pytest.fixture
 def fake_nvml(monkeypatch):
     """A FakePynvml installed as `pynvml`, with perfkit's NVML state reset before and after."""
-    from perfkit import monitors, nvml
+    from perfkit.measure import monitors, nvml
 
     fake = FakePynvml()
     monkeypatch.setitem(sys.modules, "pynvml", fake)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import types
 from pathlib import Path
 
 import pytest
@@ -46,7 +45,7 @@ def layer_workloads(dtype: str, pass_name: str = "forward", batch: int = BATCH):
 
 
 def test_l2_flush_buffer_is_at_least_twice_the_l2():
-    from perfkit.timer import MIN_L2_FLUSH_BYTES, l2_flush_buffer, l2_flush_buffer_bytes
+    from perfkit.measure.timer import MIN_L2_FLUSH_BYTES, l2_flush_buffer, l2_flush_buffer_bytes
 
     buf = l2_flush_buffer(DEVICE)
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
@@ -61,7 +60,7 @@ def test_cuda_timer_agrees_with_do_bench_on_every_layer(dtype):
     from triton.testing import do_bench
 
     from perfkit.backends import float32_precision
-    from perfkit.timer import CudaEventTimer, TimingPolicy
+    from perfkit.measure.timer import CudaEventTimer, TimingPolicy
 
     timer = CudaEventTimer(DEVICE)
     policy = TimingPolicy(warmup=5, min_reps=100, min_time_s=0.5)
@@ -82,9 +81,9 @@ def test_cuda_timer_agrees_with_do_bench_on_every_layer(dtype):
 
 def test_power_sampler_overhead_on_timings():
     """Timings with the NVML sampler thread running vs without, alternated; the target is under 1% overall."""
-    from perfkit import nvml
-    from perfkit.monitors import DEFAULT_POWER_INTERVAL_S, NvmlMonitor, gpu_nvml
-    from perfkit.timer import CudaEventTimer, TimingPolicy
+    from perfkit.measure import nvml
+    from perfkit.measure.monitors import DEFAULT_POWER_INTERVAL_S, NvmlMonitor, gpu_nvml
+    from perfkit.measure.timer import CudaEventTimer, TimingPolicy
 
     module, handle, reason = gpu_nvml(DEVICE)
     if handle is None:
@@ -112,7 +111,7 @@ def test_power_sampler_overhead_on_timings():
 
 
 def test_cuda_graph_replay_matches_eager():
-    from perfkit.timer import CudaEventTimer, TimingPolicy
+    from perfkit.measure.timer import CudaEventTimer, TimingPolicy
 
     timer = CudaEventTimer(DEVICE)
     name, workload = next(layer_workloads("float32"))
@@ -128,7 +127,7 @@ def test_cuda_graph_replay_matches_eager():
 
 
 def test_cuda_memory_peaks_are_reset_per_window():
-    from perfkit.monitors import CudaMemoryMonitor
+    from perfkit.measure.monitors import CudaMemoryMonitor
 
     monitor = CudaMemoryMonitor(DEVICE)
     monitor.begin()
@@ -146,11 +145,11 @@ def test_cuda_memory_peaks_are_reset_per_window():
 
 def test_gpu_study_stores_real_nvml_readings(tmp_path):
     from perfkit.cases import grid
-    from perfkit.store import load_device_peaks, load_measurements, load_power_samples
-    from perfkit.study import StudyOptions, Summary, run_study
+    from perfkit.results.store import load_device_peaks, load_measurements, load_power_samples
+    from perfkit.study import Study, StudyOptions, Summary, run_study
 
-    study = types.SimpleNamespace(
-        NAME="gpu-harness-check", summarize=lambda df, o: Summary("done"),
+    study = Study(
+        name="gpu-harness-check", description="the harness on a GPU", summarize=lambda df, o: Summary("done"),
         cases=lambda o: grid(layer="conv2", pass_name=["forward", "train_step"], dtype="bfloat16", batch=BATCH,
                              device=DEVICE)
         + grid(layer="network", dtype="bfloat16", batch=BATCH, device=DEVICE)

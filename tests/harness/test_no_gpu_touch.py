@@ -48,28 +48,29 @@ SCRIPT = textwrap.dedent('''
     # every module of the perfkit package itself, and the studies (perfkit's __path__ also holds the checkout root,
     # so pkgutil.walk_packages would wander into it); __main__ runs the CLI when imported
     here = Path(perfkit.__file__).parent
-    names = [f"perfkit.{p.stem}" for p in here.glob("*.py") if p.stem not in ("__init__", "__main__")]
-    names += [f"perfkit.backends.{p.stem}" for p in (here / "backends").glob("*.py") if p.stem != "__init__"]
+    names = [".".join(("perfkit",) + p.relative_to(here).with_suffix("").parts) for p in here.rglob("*.py")
+             if p.stem != "__main__"]
+    names = [n.removesuffix(".__init__") for n in names]
+    assert {"perfkit.measure.monitors", "perfkit.results.store", "perfkit.app.cli"} <= set(names), names
     names += ["perfkit.studies", "perfkit.studies.baseline"]
     for name in names:
         importlib.import_module(name)
 
-    from perfkit.cli import main
-    from perfkit.store import load_measurements, load_power_samples
+    from perfkit.app.cli import main
+    from perfkit.results.store import load_measurements, load_power_samples
     from perfkit.study import StudyOptions, run_study
     from perfkit.studies import baseline
 
-    class TwoLayers:
-        NAME = "baseline"
-        summarize = staticmethod(baseline.summarize)
+    from dataclasses import replace
 
-        @staticmethod
-        def cases(options):
-            return [c for c in baseline.cases(options) if c.layer in ("relu1", "pool1")]
+    def cases(options):
+        return [c for c in baseline.cases(options) if c.layer in ("relu1", "pool1")]
+
+    TwoLayers = replace(baseline.STUDY, cases=cases)
 
     store, mode = sys.argv[1], sys.argv[2]
     if mode == "self-check":  # the poison must notice perfkit loading NVML: building a GPU row's monitors does
-        from perfkit import monitors
+        from perfkit.measure import monitors
         monitors.monitors_for("cuda:0")
         assert TOUCHED, "the poison did not notice NVML being loaded"
         print("POISON-WORKS")

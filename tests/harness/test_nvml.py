@@ -9,8 +9,8 @@ import types
 import pytest
 from harness_fakes import FakeGpu, NVMLError_FunctionNotFound, NVMLError_LibraryNotFound, NVMLError_NoPermission
 
-from perfkit import monitors, nvml
-from perfkit.monitors import GpuEnergyWindow, NullMonitor, NvmlMonitor
+from perfkit.measure import monitors, nvml
+from perfkit.measure.monitors import GpuEnergyWindow, NullMonitor, NvmlMonitor
 
 
 def window(fake, seconds=0.12, between=None, **kwargs):

@@ -1,4 +1,4 @@
-"""perfkit.procgroup: a command run in its own process group is ended with everything it started: on timeout
+"""perfkit.support.procgroup: a command run in its own process group is ended with everything it started: on timeout
 (SIGTERM, then SIGKILL for what ignores it), on an interrupt in the parent, after a normal exit (what it left behind),
 and, on Linux, when the parent itself is SIGKILLed (PR_SET_PDEATHSIG). Real processes, a few seconds in all."""
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from perfkit import procgroup
-from perfkit.procgroup import run_in_group
+from perfkit.support import procgroup
+from perfkit.support.procgroup import run_in_group
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="process groups are POSIX")
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -131,7 +131,7 @@ def test_an_interrupt_in_the_parent_kills_the_group_and_goes_on(reaper, tmp_path
 #: A parent that runs `cmd` through run_in_group (or, for die_with_parent, a plain Popen whose child sets it itself).
 PARENT = textwrap.dedent("""
     import subprocess, sys
-    from perfkit.procgroup import run_in_group
+    from perfkit.support.procgroup import run_in_group
     cmd = [sys.executable, "-c", {child!r}]
     if {grouped}:
         run_in_group(cmd, timeout_s=300)
@@ -166,7 +166,7 @@ def test_a_sigkilled_parents_child_dies_with_it(tmp_path, reaper):
 
 @linux_only
 def test_die_with_parent_covers_a_process_started_by_someone_else(tmp_path, reaper):
-    setup = "from perfkit.procgroup import die_with_parent; assert die_with_parent(); "
+    setup = "from perfkit.support.procgroup import die_with_parent; assert die_with_parent(); "
     _parent_killed_child_dies(tmp_path, reaper, grouped=False, setup=setup)
 
 
@@ -183,7 +183,7 @@ def test_die_with_parent_sees_a_parent_that_died_before_it_asked():
     """A process whose parent died while it started up has been reparented: the parent it has now lacks the marker
     (torchrun's name, for perfkit's workers), so the signal comes at once instead of never."""
     ours = Path(f"/proc/{os.getpid()}/cmdline").read_bytes().split(b"\0")[0].decode()
-    code = "from perfkit.procgroup import die_with_parent; die_with_parent(parent_markers={!r}); print('on')"
+    code = "from perfkit.support.procgroup import die_with_parent; die_with_parent(parent_markers={!r}); print('on')"
     gone = subprocess.run([sys.executable, "-c", code.format(("no-such-parent",))], timeout=60,
                           capture_output=True, text=True)
     assert gone.returncode == -signal.SIGKILL and gone.stdout == ""

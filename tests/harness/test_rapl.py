@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from harness_fakes import make_powercap
 
-from perfkit.monitors import (CpuEnergyWindow, HostEnergyWindow, NullMonitor, RaplMonitor, rapl_delta_uj, rapl_domains,
+from perfkit.measure.monitors import (CpuEnergyWindow, HostEnergyWindow, NullMonitor, RaplMonitor, rapl_delta_uj, rapl_domains,
                               rapl_monitor)
 
 MAX = 262143328850

@@ -5,7 +5,6 @@ import math
 import os
 import threading
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +12,10 @@ import pytest
 
 import perfkit.runner as runner_module
 from perfkit.cases import grid
-from perfkit.monitors import GpuEnergyWindow, NvmlMonitor, PowerSample
+from perfkit.measure.monitors import GpuEnergyWindow, NvmlMonitor, PowerSample
 from perfkit.runner import QUICK_ENERGY_NOTE, RunnerConfig, run_in_window
-from perfkit.store import load_device_peaks, load_measurements, load_power_samples
-from perfkit.study import QUICK_TIMING, StudyOptions, Summary, run_study
+from perfkit.results.store import load_device_peaks, load_measurements, load_power_samples
+from perfkit.study import QUICK_TIMING, Study, StudyOptions, Summary, run_study
 
 FAST = RunnerConfig(timing=QUICK_TIMING)
 
@@ -33,8 +32,8 @@ NEVER_ZERO = {
 
 
 def tiny_study(layers=("conv1", "relu1"), passes=("forward",), dtypes=("float32",), batch=2):
-    return types.SimpleNamespace(
-        NAME="tiny", cases=lambda options: grid(layer=list(layers), pass_name=list(passes), dtype=list(dtypes),
+    return Study(
+        name="tiny", description="a tiny test study", cases=lambda options: grid(layer=list(layers), pass_name=list(passes), dtype=list(dtypes),
                                                 batch=batch, device=list(options.devices)),
         summarize=lambda df, options: Summary("done"))
 
@@ -121,8 +120,8 @@ def test_peaks_once_per_run_device_and_dtype(tmp_path, fake_peaks):
 
 def test_cpu_peaks_are_measured_per_thread_count(tmp_path, fake_peaks):
     """A one-thread case must not be judged against an all-core peak, nor the reverse."""
-    study = types.SimpleNamespace(
-        NAME="threads", summarize=lambda df, options: Summary("done"),
+    study = Study(
+        name="threads", description="one layer at 1 and 2 threads", summarize=lambda df, options: Summary("done"),
         cases=lambda options: grid(layer="relu1", batch=1, threads=[1, 2]))
     df, path = run(tmp_path, study)
     assert sorted(fake_peaks["matmul"]) == [("cpu", "float32"), ("cpu", "float32")]
@@ -300,8 +299,8 @@ def test_quick_marks_sustained_monitors_unmeasured(tmp_path, recording):
 
 
 def test_cuda_graph_option_on_cpu_is_noted(tmp_path, fake_peaks):
-    study = types.SimpleNamespace(NAME="g", summarize=lambda df, o: Summary("done"),
-                                  cases=lambda o: grid(layer="relu1", batch=1, options=(("cuda_graph", True),)))
+    study = Study(name="g", description="the cuda_graph option", summarize=lambda df, o: Summary("done"),
+                  cases=lambda o: grid(layer="relu1", batch=1, options=(("cuda_graph", True),)))
     df, _ = run(tmp_path, study)
     assert df.status[0] == "ok" and df.cuda_graph[0] == False  # noqa: E712
     assert "GPU timing only" in df.timing_note[0]
@@ -310,7 +309,7 @@ def test_cuda_graph_option_on_cpu_is_noted(tmp_path, fake_peaks):
 def test_resumed_run_reuses_stored_peaks(tmp_path, fake_peaks):
     path = Path(tmp_path / "r.db")
     study = tiny_study(layers=("relu1", "pool1"), batch=1)
-    from perfkit.store import Store
+    from perfkit.results.store import Store
 
     result = run_study(study, StudyOptions(devices=("cpu",), quick=True), path, show_progress=False)
     with Store.open(path) as store:  # pretend the run was killed after its first case

@@ -6,8 +6,8 @@ from collections import namedtuple
 
 import pytest
 
-from perfkit.records import MEASUREMENT_FIELDS, Measurement
-from perfkit.store import (SCHEMA_VERSION, Store, load_device_peaks, load_measurements, load_power_samples, merge)
+from perfkit.results.records import MEASUREMENT_FIELDS, Measurement
+from perfkit.results.store import (SCHEMA_VERSION, Store, load_device_peaks, load_measurements, load_power_samples, merge)
 
 PowerSample = namedtuple("PowerSample", "t_s power_w source")  # what the NVML monitor's samples look like
 

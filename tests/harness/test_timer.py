@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from perfkit import timer as timer_module
-from perfkit.timer import (MIN_L2_FLUSH_BYTES, CpuTimer, CudaEventTimer, Timing, TimingPolicy, l2_flush_bytes,
+from perfkit.measure import timer as timer_module
+from perfkit.measure.timer import (MIN_L2_FLUSH_BYTES, CpuTimer, CudaEventTimer, Timing, TimingPolicy, l2_flush_bytes,
                            percentile, reps_for)
 
 MiB = 1 << 20

@@ -1,5 +1,5 @@
 """Ahead-of-time compilation for a GPU that is not here (perfkit.kernels.aot, perfkit.kernels.tuning,
-perfkit.kernelcheck): the check refuses what could not launch, the seeds do not specialize, the default policy's
+perfkit.app.kernelcheck): the check refuses what could not launch, the seeds do not specialize, the default policy's
 binary counts, the committed tables, and the precompile's cache that a GPU run reads.
 
 The kernels must be imported for a GPU (TRITON_INTERPRET unset), which the interpreter-mode test process cannot do,
@@ -39,7 +39,7 @@ def test_a_config_over_the_shared_memory_limit_is_refused_on_sm_90(tmp_path):
         import importlib, json, torch, triton
         from perfkit import kernels
         from perfkit.kernels import aot, tuning
-        from perfkit.kernelcheck import Binary, judge
+        from perfkit.app.kernelcheck import Binary, judge
 
         linear = importlib.import_module("perfkit.kernels.linear")  # the package exports the function `linear`
 
@@ -106,7 +106,7 @@ def test_the_default_policy_needs_at_most_40_binaries_for_a_train_step(tmp_path)
     problem under the default policy, and more with every config of the lists."""
     out = run_for_gpu("""
         import json
-        from perfkit import kernelcheck
+        from perfkit.app import kernelcheck
         cases = [c for c in kernelcheck.check_cases(128, ["bfloat16"]) if c[0] == "network train_step"]
         default = kernelcheck.collect_binaries(cases, "sm_90", "default")
         full = kernelcheck.collect_binaries(cases, "sm_90", "all")
@@ -163,7 +163,7 @@ def test_ptxas_log_parsing():
 def test_the_cli_arch_names_are_the_arches_the_compiler_knows():
     """The CLI names the arches without importing triton; the names must be those perfkit.kernels.aot compiles."""
     aot = importlib.import_module("perfkit.kernels.aot")
-    kernelcheck = importlib.import_module("perfkit.kernelcheck")
+    kernelcheck = importlib.import_module("perfkit.app.kernelcheck")
     assert set(kernelcheck.ARCH_NAMES) == set(aot.ARCHES)
 
 
@@ -248,7 +248,7 @@ def _declared_lists() -> dict[str, set[str]]:
 
 
 def test_cli_rejects_an_unknown_arch_and_write_tables_without_all(capsys):
-    from perfkit.cli import main
+    from perfkit.app.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["kernels", "check", "--arch", "sm_70"])
@@ -261,7 +261,7 @@ def test_cli_rejects_an_unknown_arch_and_write_tables_without_all(capsys):
 def test_the_table_takes_the_largest_clean_tile_and_lists_the_unlaunchable():
     """build_table from figures alone: per problem the default is the largest tile that fills the SMs among the
     configs clean on every binary of the problem; a spilling one is passed over, an unlaunchable one is listed."""
-    kernelcheck = importlib.import_module("perfkit.kernelcheck")
+    kernelcheck = importlib.import_module("perfkit.app.kernelcheck")
     aot = importlib.import_module("perfkit.kernels.aot")
     problem = "float16|M=387200,KG=96"
 

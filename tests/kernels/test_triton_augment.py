@@ -1,11 +1,11 @@
-"""The fused augmentation kernel against the float64 torch reference of perfkit.augment, with the same random draws:
+"""The fused augmentation kernel against the float64 torch reference of perfkit.workloads.augment, with the same random draws:
 odd image and crop shapes, uint8 and float inputs in NCHW and HWC (channels_last) layouts, NCHW and channels_last
 outputs, every flip and the extreme crop corners."""
 import pytest
 import torch
 
 import perfkit.kernels as K
-from perfkit import augment as A
+from perfkit.workloads import augment as A
 from triton_kernel_helpers import rel_err
 
 FORMATS = [pytest.param(False, id="nchw"), pytest.param(True, id="channels_last")]

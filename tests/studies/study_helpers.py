@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from perfkit.cases import Case
-from perfkit.records import Measurement
+from perfkit.results.records import Measurement
 from perfkit.runner import RunnerConfig
-from perfkit.store import load_measurements, load_summaries
+from perfkit.results.store import load_measurements, load_summaries
 from perfkit.studies import _common, get_study
 from perfkit.study import StudyOptions, run_study
-from perfkit.timer import TimingPolicy
+from perfkit.measure.timer import TimingPolicy
 
 #: One repetition after one warm-up, a one-image check, no device-peak measurement: enough to exercise every path,
 #: not to measure.
@@ -42,8 +42,9 @@ def run_quick(tmp_path):
     def run(name, devices=("cpu",), peaks=False, **extra):
         options = StudyOptions(devices=devices, quick=True, batch=1, extra=extra)
         store = tmp_path / f"{name}.db"
-        config = replace(FAST, device_peaks=peaks, energy=getattr(get_study(name), "QUICK_ENERGY", False))
-        result = run_study(get_study(name), options, store, show_progress=False, config=config)
+        study = get_study(name)
+        config = replace(FAST, device_peaks=peaks, energy=study.energy_for(options))
+        result = run_study(study, options, store, show_progress=False, config=config)
         df = load_measurements(store)
         summaries = load_summaries(store)
         return result, df[df.run_id == result.run_id].reset_index(drop=True), summaries

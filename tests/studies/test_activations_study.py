@@ -10,13 +10,13 @@ import pytest
 from study_helpers import frame, measured, run_quick  # noqa: F401 (run_quick is a fixture)
 
 from perfkit.cases import NETWORK, Case
-from perfkit.cli import main
-from perfkit.datasets import CIFAR10, DIGITS, DatasetError, load_cifar10, read_cifar10_batch
-from perfkit.reference import figure
-from perfkit.store import load_training_curves
+from perfkit.app.cli import main
+from perfkit.workloads.datasets import CIFAR10, DIGITS, DatasetError, load_cifar10, read_cifar10_batch
+from perfkit.app.published import figure
+from perfkit.results.store import load_training_curves
 from perfkit.study import StudyOptions
 from perfkit.studies import activations
-from perfkit.training import TRAINING_PASS
+from perfkit.workloads.training import TRAINING_PASS
 
 pytest.importorskip("sklearn")  # the digits ship with scikit-learn (the test extra)
 

@@ -12,7 +12,7 @@ from perfkit.backends import get_backend
 from perfkit.cases import NETWORK, Case
 from perfkit.runner import calls_only_runner, case_row
 from perfkit.specs import build_network
-from perfkit.store import load_measurements
+from perfkit.results.store import load_measurements
 from perfkit.studies import batch
 from perfkit.study import StudyOptions, run_study
 from perfkit.workload import make_inputs

@@ -3,7 +3,7 @@ are the arithmetic on the measured rows."""
 import pytest
 
 from perfkit.cases import Case
-from perfkit.reference import figure
+from perfkit.app.published import figure
 from perfkit.study import StudyOptions
 from perfkit.studies import headline
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from perfkit import distributed
+from perfkit.workloads import distributed
 from perfkit.cases import Case
 from perfkit.specs import build_network
 from perfkit.study import StudyOptions

@@ -99,7 +99,7 @@ def test_cli_runs_a_study_and_lists_them(tmp_path):
                           timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "days for 90 epochs" in done.stdout and "GTX 580" in done.stdout
-    from perfkit.store import load_measurements, load_summaries
+    from perfkit.results.store import load_measurements, load_summaries
 
     df = load_measurements(store)
     cpu, gpu = df[df.device == "cpu"], df[df.device.str.startswith("cuda")]

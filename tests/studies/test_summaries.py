@@ -5,9 +5,9 @@ machine that runs the tests cannot produce them."""
 import pytest
 
 from perfkit.cases import Case
-from perfkit.reference import FIGURES, figure
+from perfkit.app.published import FIGURES, figure
 from perfkit.specs import build_network
-from perfkit.store import Store
+from perfkit.results.store import Store
 from perfkit.study import StudyOptions
 from perfkit.studies import backends, batch, energy, precision, roofline, speedup2012, train_time
 

@@ -21,7 +21,7 @@ matmul).
 """
 from __future__ import annotations
 
-from perfkit.timer import TimingPolicy, timer_for
+from perfkit.measure.timer import TimingPolicy, timer_for
 
 GPU_MATMUL_N = 8192
 CPU_MATMUL_N = 2048

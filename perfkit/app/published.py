@@ -4,7 +4,7 @@ Copied from the project's reference notes (shared/REFERENCE.md). A figure marked
 figures (the `note` says which). These are what others reported, shown beside our measurements; they are never used as
 expectations for our own numbers.
 
-    from perfkit.reference import FIGURES, figure, cite
+    from perfkit.app.published import FIGURES, figure, cite
     figure("gtx580_fp32_flops_per_s").value   # 1.581e12
     cite("paper_training_days")               # "5-6 days (Krizhevsky, Sutskever, Hinton, ... NIPS 2012)"
 """

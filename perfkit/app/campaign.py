@@ -15,14 +15,14 @@ with a share of the budget left when it starts (time a phase leaves unused passe
 3. energy (12%): the headline cases again, train steps first, with the sustained energy window (J/image).
 4. roofline (8%): the `roofline` study on the conv and fc layers.
 5. rest (20%): every other study (the most telling first, each with a slice in proportion to its weight), the
-   headline train step under torch.profiler (perfkit.profile), and the regression suite's GPU half as a baseline.
+   headline train step under torch.profiler (perfkit.app.profile), and the regression suite's GPU half as a baseline.
 
 Salvage: the folder holds valid, current files after every case, so a SIGKILL at any moment loses at most the case
 in flight. The store is kept in rollback-journal mode (no -wal or -shm file beside it; every commit is in the file);
 measurements.csv, HEADLINES.md and campaign.json are rewritten after each case by an atomic rename. Every case has a
 time cap (and none runs past the budget's end): one that runs past it is stopped and recorded as an error saying so.
 Subprocesses (the tests, the bench phase, torchrun) run in their own process group and are killed with it
-(perfkit.procgroup); none outlives its phase's slice.
+(perfkit.support.procgroup); none outlives its phase's slice.
 
 A second command into the same folder (a longer --budget-minutes, say) resumes: finished study runs are not measured
 again, unfinished ones resume where they stopped, a tests or bench phase that ran is not run again.
@@ -37,7 +37,6 @@ That is the form CI runs on a CPU-only machine, where the GPU phases are skipped
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import re
@@ -51,8 +50,7 @@ from pathlib import Path
 
 import perfkit
 from perfkit.cases import NETWORK
-from perfkit.report import fmt_ms, fmt_num, format_table
-from perfkit.store import load_device_peaks, load_measurements, load_summaries
+from perfkit.results.store import load_measurements, load_summaries
 
 BUDGET_MINUTES = 5.0
 QUICK_BUDGET_MINUTES = 8.0
@@ -143,7 +141,7 @@ class Campaign:
     def limits(self, energy: bool = False) -> dict:
         """RunnerConfig fields every case of the campaign runs under: its time cap, the budget's end, and (on a GPU
         the plan knows) the plan's estimate, so that a case that would not fit before its phase's deadline is left
-        for the next command (perfkit.campaignplan)."""
+        for the next command (perfkit.app.campaignplan)."""
         limits = {"case_cap_s": self.case_cap_s, "stop_at": self.stop_at}
         estimator = self.estimator(energy)
         if estimator is not None:
@@ -151,7 +149,7 @@ class Campaign:
         return limits
 
     def estimator(self, energy: bool = False):
-        from perfkit.campaignplan import Estimator, gpu_key_for, gpu_spec, measured_case_seconds
+        from perfkit.app.campaignplan import Estimator, gpu_key_for, gpu_spec, measured_case_seconds
 
         key = gpu_key_for(self.gpu_name)
         if key is None:
@@ -218,7 +216,7 @@ def slug(text: str) -> str:
 def default_out(gpu_name: str | None) -> Path:
     if gpu_name:
         return Path("results") / slug(gpu_name)
-    from perfkit.env import collect_environment
+    from perfkit.measure.env import collect_environment
 
     return Path("results") / slug(f"cpu {collect_environment().get('cpu_model') or platform.machine()}")
 
@@ -247,8 +245,8 @@ def _read_earlier(out: Path) -> tuple[list[Phase], list[dict]]:
 
 def run_campaign(device: str = "auto", out: str | Path | None = None, budget_minutes: float | None = None,
                  quick: bool = False, full: bool = False, show_progress: bool = True, log=sys.stderr) -> Campaign:
-    from perfkit.env import collect_environment, environment_id
-    from perfkit.store import Store
+    from perfkit.measure.env import collect_environment, environment_id
+    from perfkit.results.store import Store
     from perfkit.study import resolve_devices
 
     started = time.monotonic()
@@ -310,7 +308,7 @@ def _study_phase(campaign: Campaign, phase: str, study_names, options, budget: f
     """Run studies one after another within `budget` seconds (each with a share in proportion to its weight), into
     the campaign's store, its exports rewritten after every case. A study run an earlier command finished is not run
     again."""
-    from perfkit.store import Store
+    from perfkit.results.store import Store
     from perfkit.studies import STUDIES
     from perfkit.study import run_study
 
@@ -353,21 +351,19 @@ def headline_options(campaign: Campaign, energy: bool = False):
 
 
 def _headline_phase(campaign: Campaign, show_progress, log) -> Phase:
-    from perfkit.runner import RunnerConfig
-    from perfkit.studies import headline
+    from perfkit.studies import STUDIES
 
     options = headline_options(campaign)
-    config = RunnerConfig(timing=headline.timing(options), energy=False, energy_off_note=HEADLINE_ENERGY_NOTE)
+    config = STUDIES["headline"].runner_config(options, energy=False, energy_off_note=HEADLINE_ENERGY_NOTE)
     return _study_phase(campaign, "headline", ["headline"], options, campaign.slice_for("headline"), show_progress,
                         log, config=config)
 
 
 def _energy_phase(campaign: Campaign, show_progress, log) -> Phase:
-    from perfkit.runner import RunnerConfig
-    from perfkit.studies import headline
+    from perfkit.studies import STUDIES
 
     options = headline_options(campaign, energy=True)
-    config = RunnerConfig(timing=headline.timing(options), energy=True)
+    config = STUDIES["headline"].runner_config(options, energy=True)
     return _study_phase(campaign, "energy", ["headline"], options, campaign.slice_for("energy"), show_progress, log,
                         config=config, energy=True)
 
@@ -437,9 +433,9 @@ def _tests_phase(campaign: Campaign, show_progress, log) -> Phase:
 
 
 def _subprocess_part(name: str, cmd: list[str], budget_s: float, log_path: Path, cwd: Path | None = None) -> Phase:
-    """`cmd` in its own process group (perfkit.procgroup), its output appended to `log_path`, the whole group killed
+    """`cmd` in its own process group (perfkit.support.procgroup), its output appended to `log_path`, the whole group killed
     at the end of `budget_s`."""
-    from perfkit.procgroup import run_in_group
+    from perfkit.support.procgroup import run_in_group
 
     with log_path.open("a") as logf:
         logf.write(f"$ {' '.join(cmd)}\n")
@@ -459,13 +455,13 @@ def _pytest_counts(text: str) -> list[str]:
 
 
 def _profile_part(campaign: Campaign, budget: float, show_progress) -> Phase:
-    """The headline train step under torch.profiler (perfkit.profile): launches per step, GPU idle share and the
+    """The headline train step under torch.profiler (perfkit.app.profile): launches per step, GPU idle share and the
     breakdown by kernel kind and layer, into the store (no trace file: the folder's file set is fixed)."""
     from perfkit.cases import Case
-    from perfkit.env import git_commit, machine_label
-    from perfkit.profile import profile_cases, profile_runner_config
+    from perfkit.measure.env import git_commit, machine_label
+    from perfkit.app.profile import profile_cases, profile_runner_config
     from perfkit.runner import Runner
-    from perfkit.store import Store
+    from perfkit.results.store import Store
 
     gpus = [d for d in campaign.devices if d.startswith("cuda")]
     if not campaign.gpu_name or not gpus:
@@ -540,27 +536,49 @@ def _export_phase(campaign: Campaign, log) -> Phase:
 
 
 # -- headlines ----------------------------------------------------------------------------------------------------------
+#: HEADLINES.md's sections: (heading, the study whose stored summary it shows, which of its runs). Each figure is
+#: computed once, by its study; the campaign only gathers the summaries.
+HEADLINE_SECTIONS = (
+    ("Headline: Triton and torch.compile against torch eager, the GPU against the CPU", "headline", "timed"),
+    ("Energy: J/image of the headline cases", "headline", "energy"),
+    ("Fraction of the roofline per layer", "roofline", None),
+    ("The 2012 comparison per layer: GPU against CPU", "speedup2012", None),
+    ("Days to train alexnet2012 (90 epochs of 1.2M images)", "train_time", None),
+)
+
+
+def _is_energy_run(text: str) -> bool:
+    return text.splitlines()[0].startswith("headline energy") if text else False
+
+
 def headlines(campaign: Campaign, df=None) -> str:
-    """The headline study's summary, the headline ratios from the store's measured rows, then every other study's
-    summary."""
+    """The campaign's headlines: the stored summary of each study that computes one (HEADLINE_SECTIONS), the latest
+    of each, then every other study's summary. Nothing is recomputed here."""
     df = load_measurements(campaign.store) if df is None else df
     ok = df[(df.status == "ok") & df.time_median_s.notna()] if len(df) else df
     parts = [f"# perfkit campaign: {campaign.gpu_name or 'no GPU'}",
              f"Devices {', '.join(campaign.devices)}; budget {campaign.budget_s / 60:g} min, "
              f"{'quick' if campaign.quick else 'full grids' if campaign.full else 'quick study grids'}; "
-             f"{len(df)} rows ({len(ok)} speed results). Every figure below is computed from those rows; "
-             "FLOPs count a multiply-add as 2."]
+             f"{len(df)} rows ({len(ok)} speed results) in perfkit.db. Each section is the summary its study stored, "
+             "computed from that run's measured rows; FLOPs count a multiply-add as 2."]
     summaries = load_summaries(campaign.store)
-    heads = summaries[summaries.study == "headline"] if len(summaries) else summaries
-    for row in heads.itertuples():
-        parts.append(f"## Headline{' (energy)' if 'energy' in row.text.splitlines()[0] else ''}\n\n```text\n"
-                     f"{row.text}\n```")
-    if len(df):
-        parts += [_backend_ratios(ok, df), _gpu_vs_cpu(ok, df), _energy(ok, df), _roofline(ok, df),
-                  _days_to_train(ok, df)]
-    others = summaries[summaries.study != "headline"] if len(summaries) else summaries
+    if len(summaries):
+        summaries = summaries.sort_values("created_at")
+    shown = set()
+    for heading, study, which in HEADLINE_SECTIONS:
+        rows = summaries[summaries.study == study] if len(summaries) else summaries
+        if which is not None and len(rows):
+            rows = rows[rows.text.map(_is_energy_run) == (which == "energy")]
+        if len(rows):
+            row = rows.iloc[-1]
+            shown.add(row.run_id)
+            parts.append(f"## {heading}\n\n```text\n{row.text}\n```")
+        else:
+            parts.append(f"## {heading}\n\nNot in this folder's store yet: the campaign has not run the {study} study "
+                         "here (see campaign.json for what ran and what the budget left out).")
+    others = summaries[~summaries.run_id.isin(shown)] if len(summaries) else summaries
     if len(others):
-        parts.append("## Study summaries")
+        parts.append("## Other studies")
         for row in others.itertuples():
             parts.append(f"### {row.study}\n\n```text\n{row.text}\n```")
     note = _dashboard_note(campaign)
@@ -572,146 +590,3 @@ def headlines(campaign: Campaign, df=None) -> str:
 def _dashboard_note(campaign: Campaign) -> str:
     export = [p for p in campaign.phases if p.name == "export"]
     return export[-1].note if export and export[-1].note else ""
-
-
-def _why_none(df, mask, what: str) -> str:
-    """Why a headline has no rows: the notes of the rows that would have fed it, or that none were planned."""
-    rows = df[mask] if len(df) else df
-    if not len(rows):
-        return f"No {what} rows were planned in this campaign."
-    notes = rows.note.dropna().value_counts()
-    top = "; ".join(f"{n}x {text}" for text, n in notes.head(3).items())
-    return f"No {what} speed results: {top or 'see the rows statuses'}."
-
-
-def _gpu(df):
-    return df.device.astype(str).str.startswith("cuda")
-
-
-def _geomean(values) -> float | None:
-    values = [v for v in values if v and v > 0 and math.isfinite(v)]
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
-
-
-def _backend_ratios(ok, df) -> str:
-    head = "## Triton and torch.compile against torch eager"
-    plain = ok[ok.options.isin(["{}", ""])].copy()
-    plain["threads"] = plain.threads.fillna(0)
-    rows = []
-    for (device, pass_name, dtype, batch, threads), grp in plain.groupby(["device", "pass_name", "dtype", "batch",
-                                                                         "threads"]):
-        times = grp.groupby(["backend", "layer"]).time_median_s.min()  # one time per backend and layer
-        if "torch" not in times.index.get_level_values(0):
-            continue
-        eager = times["torch"]
-        row = {"device": device + (f" {int(threads)}t" if threads else ""), "pass": pass_name, "dtype": dtype,
-               "batch": int(batch), "eager_ms": eager.get(NETWORK)}
-        for backend in ("triton", "compile"):
-            other = times[backend] if backend in times.index.get_level_values(0) else times.iloc[0:0]
-            layers = [layer for layer in other.index if layer in eager.index and layer != NETWORK]
-            row[f"{backend}_network"] = eager[NETWORK] / other[NETWORK] if NETWORK in other.index and \
-                NETWORK in eager.index else None
-            row[f"{backend}_layers"] = _geomean([eager[layer] / other[layer] for layer in layers])
-        if any(row[k] for k in ("triton_network", "triton_layers", "compile_network", "compile_layers")):
-            rows.append(row)
-    if not rows:
-        return f"{head}\n\n" + _why_none(df, df.backend.isin(["triton", "compile"]), "triton or compile")
-    ratio = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
-    return (f"{head}\n\nSpeedup over eager (eager time / backend time; above 1 is faster), whole network and the "
-            "geometric mean over the layers measured.\n\n```text\n" + format_table(rows, [
-                ("device", "device", None), ("pass", "pass", None), ("dtype", "dtype", None), ("batch", "batch", None),
-                ("eager_ms", "eager network ms", fmt_ms), ("triton_network", "triton network", ratio),
-                ("triton_layers", "triton layers", ratio), ("compile_network", "compile network", ratio),
-                ("compile_layers", "compile layers", ratio)]) + "\n```")
-
-
-def _gpu_vs_cpu(ok, df) -> str:
-    head = "## GPU against CPU (the 2012 comparison)"
-    net = ok[(ok.layer == NETWORK) & ok.images_per_s.notna()]
-    cpu = net[(net.device == "cpu") & (net.backend == "torch") & (net.dtype == "float32")]
-    gpu = net[_gpu(net)]
-    rows = []
-    for pass_name, g in gpu.groupby("pass_name"):
-        c = cpu[cpu.pass_name == pass_name]
-        if c.empty:
-            continue
-        one = c[c.threads == c.threads.min()].images_per_s.max()
-        allt = c[c.threads == c.threads.max()].images_per_s.max()
-        for r in g.itertuples():
-            rows.append({"pass": pass_name, "gpu": f"{r.backend} {r.dtype}{' autocast' if 'autocast' in r.options else ''}",
-                         "gpu_img_s": r.images_per_s, "x_1thread": r.images_per_s / one,
-                         "x_all": r.images_per_s / allt,
-                         "threads": f"{int(c.threads.min())}/{int(c.threads.max())}"})
-    if not rows:
-        return f"{head}\n\n" + _why_none(df, (df.layer == NETWORK) & _gpu(df), "GPU whole-network")
-    x = lambda v: f"{v:,.1f}x"  # noqa: E731
-    from perfkit.reference import cite
-
-    return (f"{head}\n\nWhole-network images/s on the GPU over the CPU's (torch float32), against one CPU thread and "
-            f"all of them. Published: {cite('claim_gpu_vs_cpu_speedup')}; "
-            f"{cite('convnet_benchmarks_cpu_vs_cudnn', '.1f')}.\n\n```text\n" + format_table(rows, [
-                ("pass", "pass", None), ("gpu", "GPU configuration", None), ("gpu_img_s", "GPU img/s", fmt_num),
-                ("x_1thread", "vs 1 CPU thread", x), ("x_all", "vs all CPU threads", x),
-                ("threads", "CPU threads", None)]) + "\n```")
-
-
-def _energy(ok, df) -> str:
-    head = "## Energy"
-    e = ok[ok.energy_per_image_j.notna()] if "energy_per_image_j" in ok else ok.iloc[0:0]
-    if e.empty:
-        notes = df.energy_note.dropna().value_counts() if "energy_note" in df else []
-        reason = next(iter(notes.index), "no row measured energy") if len(notes) else "no row measured energy"
-        return f"{head}\n\nNo energy measured: {reason}."
-    rows = [{"device": r.device, "layer": r.layer, "pass": r.pass_name, "backend": r.backend, "dtype": r.dtype,
-             "batch": int(r.batch), "j_img": r.energy_per_image_j, "img_j": r.images_per_j, "w": r.power_mean_w}
-            for r in e.itertuples()]
-    return (f"{head}\n\nJ/image and images/J over sustained windows of at least 5 s (NVML total-energy counter on a "
-            "GPU, RAPL on a CPU).\n\n```text\n" + format_table(rows, [
-                ("device", "device", None), ("layer", "layer", None), ("pass", "pass", None),
-                ("backend", "backend", None), ("dtype", "dtype", None), ("batch", "batch", None),
-                ("j_img", "J/image", lambda v: f"{v:.4g}"), ("img_j", "images/J", lambda v: f"{v:.4g}"),
-                ("w", "mean W", lambda v: "-" if v is None or v != v else f"{v:.0f}")]) + "\n```")
-
-
-def _roofline(ok, df) -> str:
-    head = "## Fraction of the roofline per layer"
-    r = ok[ok.roofline_fraction.notna() & (ok.layer != NETWORK) & (ok.pass_name == "forward")]
-    preferred = r[r.study == "roofline"]
-    r = preferred if len(preferred) else r
-    if r.empty:
-        return f"{head}\n\nNo row has a roofline fraction (device peaks missing: see device_peaks notes)."
-    table = r.pivot_table(index="layer", columns=["device", "backend", "dtype"], values="roofline_fraction",
-                          aggfunc="max", sort=False)
-    rows = [{"layer": layer, **{" ".join(map(str, col)): v for col, v in vals.items()}}
-            for layer, vals in table.iterrows()]
-    cols = [("layer", "layer", None)] + [(" ".join(map(str, c)), " ".join(map(str, c)),
-                                          lambda v: "-" if v is None or v != v else f"{v:.0%}") for c in table.columns]
-    peaks = load_device_peaks(*(sorted(set(df.store)) if "store" in df else []))
-    peaks = peaks.dropna(subset=["matmul_flops_per_s", "copy_bytes_per_s"])
-    ceilings = "; ".join(
-        f"{device} {dtype}{f' {threads} threads' if device == 'cpu' else ''}: {flops / 1e12:.3g} TFLOP/s, "
-        f"{bw / 1e9:.4g} GB/s" for (device, dtype, threads), (flops, bw) in
-        peaks.groupby(["device", "dtype", "threads"])[["matmul_flops_per_s", "copy_bytes_per_s"]].median().iterrows()
-    ) or "none stored"
-    return (f"{head}\n\nForward pass: achieved FLOP/s over min(measured matmul peak, intensity x measured copy "
-            f"bandwidth). Ceilings (medians of the runs' measurements): {ceilings}.\n\n```text\n" + format_table(rows, cols) + "\n```")
-
-
-def _days_to_train(ok, df) -> str:
-    from perfkit.reference import cite, figure
-
-    head = "## Days to train alexnet2012 (90 epochs of 1.2M images)"
-    t = ok[(ok.layer == NETWORK) & (ok.pass_name == "train_step") & (ok.variant == "alexnet2012")]
-    preferred = t[t.study == "train_time"]
-    t = preferred if len(preferred) else t
-    if t.empty:
-        return f"{head}\n\n" + _why_none(df, (df.layer == NETWORK) & (df.pass_name == "train_step"), "train-step")
-    images = figure("paper_epochs").value * figure("paper_train_images").value
-    rows = [{"device": r.device, "config": f"{r.backend} {r.dtype}{' autocast' if 'autocast' in r.options else ''}",
-             "batch": int(r.batch), "img_s": r.images_per_s, "days": images / r.images_per_s / 86400}
-            for r in t.itertuples()]
-    return (f"{head}\n\nAt the measured train-step throughput, one device. The paper: "
-            f"{cite('paper_training_days')}, i.e. {cite('paper_images_per_s', '.0f')}.\n\n```text\n" +
-            format_table(rows, [("device", "device", None), ("config", "configuration", None),
-                                ("batch", "batch", None), ("img_s", "images/s", fmt_num),
-                                ("days", "days", lambda v: f"{v:.3g}")]) + "\n```")

@@ -28,16 +28,37 @@ import json
 import sys
 from pathlib import Path
 
-from perfkit.store import STORE_ENV_VAR, StoreError, default_store_path
+from perfkit.results.store import STORE_ENV_VAR, StoreError, default_store_path
+from perfkit.specs import GPU_PRECISIONS
 
 FORMATS = ("table", "json", "csv")
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad argument on one line, with a hint, and exits 2."""
+    """argparse that reports a bad argument on one line, with a hint, and exits 2.
+
+    A command's parser with `study_command` set gets the options the registered studies declare for that command
+    (perfkit.study.StudyOption) when it first parses or prints its help, so that perfkit.studies (and torch) is
+    imported only by the commands that run studies."""
+
+    study_command: str | None = None
+    _study_options_added: bool = False
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    def _ensure_study_options(self) -> None:
+        if self.study_command and not self._study_options_added:
+            self._study_options_added = True
+            add_study_options(self, self.study_command)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._ensure_study_options()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self):
+        self._ensure_study_options()
+        return super().format_help()
 
 
 def positive_int(text: str) -> int:
@@ -86,13 +107,13 @@ def _backend_names() -> list[str]:
 
 
 def arch_list(text: str) -> list[str]:
-    from perfkit.kernelcheck import ARCH_NAMES
+    from perfkit.app.kernelcheck import ARCH_NAMES
 
     return _names(text, ARCH_NAMES, "arch")
 
 
 def precision_list(text: str) -> list[str]:
-    from perfkit.kernelcheck import PRECISIONS
+    from perfkit.app.kernelcheck import PRECISIONS
 
     return _names(text, PRECISIONS, "precision")
 
@@ -101,6 +122,23 @@ def device_arg(text: str) -> str:
     if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
         return text
     raise argparse.ArgumentTypeError(f"invalid device {text!r} (choose from auto, cpu, cuda, cuda:N)")
+
+
+def study_options(command: str) -> list:
+    """(study, option) for every option a registered study declares for `command` ("study", "run"), in registry
+    order."""
+    from perfkit.studies import STUDIES
+
+    return [(study, option) for study in STUDIES.values() for option in study.cli_options
+            if command in option.commands]
+
+
+def add_study_options(p: argparse.ArgumentParser, command: str) -> None:
+    """The registered studies' own options for `command`, each help text saying which study it belongs to."""
+    for study, option in study_options(command):
+        kwargs = option.argparse_kwargs()
+        kwargs["help"] = f"{study.name} only: {kwargs['help']}"
+        p.add_argument(option.flag, **kwargs)
 
 
 def _add_study_args(p: argparse.ArgumentParser) -> None:
@@ -134,7 +172,7 @@ def _apply_autotune(args) -> None:
 
 def _write_sweep_winners(out_dir: Path) -> None:
     """After a PERFKIT_AUTOTUNE=full run: the swept winners per arch, in the committed tables' format."""
-    from perfkit.kernelcheck import write_sweep_winners
+    from perfkit.app.kernelcheck import write_sweep_winners
 
     for path in write_sweep_winners(out_dir):
         print(f"autotune winners written to {path} (commit as perfkit/kernels/tables/<arch>.json 'defaults')",
@@ -150,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("run", help="run the default studies on the hardware found, print a summary, write the dashboard")
+    p.study_command = "run"  # and the studies' own options for `run` (_Parser)
     _add_study_args(p)
     p.add_argument("--report", default=None, help="dashboard HTML to write (default: beside the store, "
                                                   "perfkit.db -> perfkit-report.html)")
@@ -158,9 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="run one study, or list them")
     p.add_argument("name", nargs="?", help="the study to run")
     p.add_argument("--list", action="store_true", help="list the studies")
-    p.add_argument("--cifar10", default=None, metavar="DIR",
-                   help="activations only: train on CIFAR-10's python batches (data_batch_1..5) in DIR instead of "
-                        "scikit-learn's digits")
+    p.study_command = "study"  # and every study's own options, e.g. --cifar10 (_Parser)
     _add_study_args(p)
 
     p = sub.add_parser("layers", help="the network specs and cost model, per layer and total")
@@ -223,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "onnxruntime")
     p.add_argument("--device", type=device_arg, default="auto",
                    help="auto (default: the GPU when there is one, else the CPU), cpu, cuda or cuda:N")
-    p.add_argument("--dtype", type=lambda t: _names(t, ("float32", "tf32", "float16", "bfloat16"), "dtype"),
+    p.add_argument("--dtype", type=lambda t: _names(t, GPU_PRECISIONS, "dtype"),
                    default=["float32"], metavar="DTYPES", help="comma-separated (default float32)")
     p.add_argument("--batch", type=positive_int, default=None, help="images per step (default 8)")
     p.add_argument("--pass", dest="passes", type=lambda t: _names(t, ("forward", "backward", "train_step"), "pass"),
@@ -284,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--no-progress", action="store_true", help="no progress display")
 
     p = sub.add_parser("bench", help="the pytest-benchmark regression suite: run it, gate it, refresh its baseline")
-    from perfkit.bench import add_arguments as _add_bench_arguments
+    from perfkit.app.bench import add_arguments as _add_bench_arguments
 
     _add_bench_arguments(p, parser_class=_Parser)
     return parser
@@ -323,25 +360,25 @@ def _device_error(args, command: str) -> int:
     return 1
 
 
-def _study_options(args, parser, command):
+def _study_options(args, parser, command, names):
     from perfkit.specs import DEFAULT_VARIANT, VARIANTS
-    from perfkit.study import StudyOptions, resolve_devices
+    from perfkit.study import StudyOptionError, StudyOptions, resolve_devices
 
     variant = args.variant or DEFAULT_VARIANT
     if variant not in VARIANTS:
         return None, _usage_error(parser, command, f"unknown variant {variant!r} (choose from "
                                                    f"{', '.join(VARIANTS)})")
     extra = {}
-    if getattr(args, "cifar10", None):
-        from perfkit.datasets import DatasetError, cifar10_files
-
-        if args.name != "activations":
-            return None, _usage_error(parser, command, "--cifar10 is an option of the activations study")
+    for study, option in study_options(command):
+        value = getattr(args, option.dest, None)
+        if not option.given(value):
+            continue
+        if study.name not in names:
+            return None, _usage_error(parser, command, f"{option.flag} is an option of the {study.name} study")
         try:
-            cifar10_files(args.cifar10)
-        except DatasetError as exc:
+            extra[option.extra_key] = option.extra_value(value)
+        except StudyOptionError as exc:
             return None, _usage_error(parser, command, str(exc))
-        extra["cifar10"] = str(Path(args.cifar10).resolve())
     return StudyOptions(devices=resolve_devices(args.device), quick=args.quick, batch=args.batch, variant=variant,
                         threads=args.threads, extra=extra), 0
 
@@ -350,7 +387,7 @@ def _run_studies(names, args, parser, command) -> int:
     from perfkit.studies import get_study
     from perfkit.study import run_study
 
-    options, code = _study_options(args, parser, command)
+    options, code = _study_options(args, parser, command, names)
     if options is None:
         return code
     code = _device_error(args, command)
@@ -368,7 +405,7 @@ def _run_studies(names, args, parser, command) -> int:
             print(f"resumed unfinished run {result.run_id}", file=sys.stderr)
         print(result.summary.text)
         print()
-        from perfkit.store import load_measurements
+        from perfkit.results.store import load_measurements
 
         df = load_measurements(result.store_path)
         failed += int((df[df.run_id == result.run_id].status.isin(["error"])).sum())
@@ -417,8 +454,8 @@ def cmd_study(args, parser) -> int:
 
     if args.list:
         width = max(len(n) for n in STUDIES)
-        for name, module in STUDIES.items():
-            print(f"{name:<{width}}  {module.DESCRIPTION}")
+        for name, study in STUDIES.items():
+            print(f"{name:<{width}}  {study.description}")
         return 0
     if not args.name:
         return _usage_error(parser, "study", "name a study, or use --list")
@@ -440,13 +477,13 @@ def _emit(rows: list[dict], fmt: str, table_columns) -> None:
         for row in rows:
             writer.writerow({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in row.items()})
     else:
-        from perfkit.report import format_table
+        from perfkit.app.tables import format_table
 
         print(format_table(rows, table_columns))
 
 
 def cmd_layers(args, parser) -> int:
-    from perfkit.report import fmt_si
+    from perfkit.app.tables import fmt_si
     from perfkit.specs import ACTIVATIONS, DTYPE_BYTES, VARIANTS, build_network, layer_table
 
     if args.variant not in VARIANTS:
@@ -479,7 +516,7 @@ def cmd_layers(args, parser) -> int:
 
 
 def cmd_env(args, parser) -> int:
-    from perfkit.env import collect_environment, environment_id
+    from perfkit.measure.env import collect_environment, environment_id
 
     env = collect_environment(probe_gpus=args.gpus)
     env["env_id"] = environment_id(env)
@@ -498,8 +535,8 @@ RESULT_COLUMNS = ("study", "variant", "layer", "backend", "device", "dtype", "ba
 
 
 def cmd_results(args, parser) -> int:
-    from perfkit.report import fmt_ms, fmt_num, fmt_si
-    from perfkit.store import load_measurements
+    from perfkit.app.tables import fmt_ms, fmt_num, fmt_si
+    from perfkit.results.store import load_measurements
 
     store = args.store or default_store_path()
     df = load_measurements(store)
@@ -530,7 +567,7 @@ def cmd_results(args, parser) -> int:
 
 
 def cmd_merge(args, parser) -> int:
-    from perfkit.store import merge
+    from perfkit.results.store import merge
 
     added = merge(args.out, args.inputs)
     print(f"merged {len(args.inputs)} store(s) into {args.out}: "
@@ -564,7 +601,7 @@ def cmd_dashboard(args, parser) -> int:
 
 
 def _campaign_plan(args) -> int:
-    from perfkit.campaignplan import format_plan, gpu_key_for, make_plan
+    from perfkit.app.campaignplan import format_plan, gpu_key_for, make_plan
 
     gpu = args.gpu
     if gpu is None:
@@ -581,7 +618,7 @@ def _campaign_plan(args) -> int:
 
 
 def cmd_campaign(args, parser) -> int:
-    from perfkit.campaign import run_campaign
+    from perfkit.app.campaign import run_campaign
 
     if args.quick and args.full:
         return _usage_error(parser, "campaign", "--quick and --full contradict each other")
@@ -602,7 +639,7 @@ def cmd_campaign(args, parser) -> int:
 
 
 def cmd_profile(args, parser) -> int:
-    from perfkit.profile import run_profile_cli
+    from perfkit.app.profile import run_profile_cli
     from perfkit.specs import VARIANTS
 
     if args.study:
@@ -622,7 +659,7 @@ def cmd_profile(args, parser) -> int:
 
 
 def cmd_selfcheck(args, parser) -> int:
-    from perfkit.selfcheck import run_timer_selfcheck_cli
+    from perfkit.app.selfcheck import run_timer_selfcheck_cli
 
     if args.device == "auto":
         import torch
@@ -635,7 +672,7 @@ def cmd_selfcheck(args, parser) -> int:
 
 
 def cmd_bench(args, parser) -> int:
-    from perfkit.bench import main as bench_main
+    from perfkit.app.bench import main as bench_main
 
     return bench_main(args)
 
@@ -653,8 +690,7 @@ def cmd_kernels(args, parser) -> int:
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         argv = [sys.executable, "-m", "perfkit", "kernels", "check", *_kernels_argv(args)]
         return subprocess.run(argv, env=env).returncode
-    from perfkit import kernelcheck
-
+    from perfkit.app import kernelcheck
     kernelcheck.avoid_from_reports(args.avoid_from)
     try:
         report = kernelcheck.run_check(args.arch, args.configs, args.batch, args.jobs,

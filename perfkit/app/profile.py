@@ -85,7 +85,9 @@ def perfkit_kernel_names() -> set[str]:
     `*_kernel` functions launch; the other jit functions are helpers inlined into them."""
     global _PERFKIT_KERNEL_NAMES
     if _PERFKIT_KERNEL_NAMES is None:
-        root = Path(__file__).resolve().parents[1] / "kernels"
+        import importlib.util
+
+        root = Path(importlib.util.find_spec("perfkit.kernels").origin).parent  # the kernels' folder, not imported
         names = set()
         for path in root.glob("*.py"):
             names |= {name for name in re.findall(r"@triton\.jit[^\n]*\n(?:@[^\n]*\n)*def (\w+)\(", path.read_text())
@@ -496,9 +498,9 @@ def profile_cases(runner, cases: Sequence[Case], store_path: Path, active_steps:
     `deadline` (time.monotonic()) are left out."""
     import time
     from perfkit.backends import float32_precision, get_backend
-    from perfkit.progress import Progress
+    from perfkit.support.progress import Progress
     from perfkit.runner import cpu_threads
-    from perfkit.store import utc_now
+    from perfkit.results.store import utc_now
 
     done = runner.store.finished_case_keys(runner.run_id)
     progress = Progress(len(cases), title="profile", enabled=show_progress)
@@ -562,14 +564,13 @@ def profile_cases(runner, cases: Sequence[Case], store_path: Path, active_steps:
 
 def _timed_median(runner, case: Case) -> float | None:
     """The timed median already stored for a case of this run (a resumed profile)."""
-    row = runner.store.con.execute("SELECT time_median_s FROM measurements WHERE run_id=? AND case_key=?",
-                                   (runner.run_id, case.key)).fetchone()
-    return row[0] if row else None
+    rows = runner.store.stored_rows(runner.run_id, [case.key])
+    return rows[0].time_median_s if rows else None
 
 
 def format_profiles(records: list[dict], top: int = 5) -> str:
     """Per case: step time profiled and timed, launches, the top ops by self time with their layers."""
-    from perfkit.report import format_table
+    from perfkit.app.tables import format_table
 
     parts = []
     for r in records:
@@ -663,9 +664,9 @@ def run_ncu_child(case: Case) -> int:
 def run_profile_cli(args) -> int:
     """`perfkit profile`: measure and profile the selected cases into the store, print what they come to."""
     import perfkit
-    from perfkit.env import collect_environment, environment_id, git_commit, machine_label
+    from perfkit.measure.env import collect_environment, environment_id, git_commit, machine_label
     from perfkit.runner import Runner
-    from perfkit.store import Store
+    from perfkit.results.store import Store
 
     cases = selected_cases(args)
     if args.ncu_child:

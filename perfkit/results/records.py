@@ -69,7 +69,7 @@ class Measurement:
     achieved_flops_per_s: float | None = None
     achieved_bytes_per_s: float | None = None
 
-    # -- roofline (perfkit.peaks: the device's peaks measured once per run) -------------------------------------------
+    # -- roofline (perfkit.measure.peaks: the device's peaks measured once per run) -------------------------------------------
     peak_flops_per_s: float | None = None  # measured matmul rate of the device in the row's dtype
     peak_bytes_per_s: float | None = None  # measured device-to-device copy bandwidth (read + write bytes)
     roofline_bound_flops_per_s: float | None = None  # min(peak_flops, intensity x peak_bytes)

@@ -9,7 +9,7 @@
 `check` is the A/B gate: it measures the working tree (side A) and a reference commit (side B, checked out into a
 temporary git worktree and run uninstalled from it) on this machine in one job, in interleaved rounds (one pytest run
 of one side over the suite each; the pairs go A B, then B A, and so on), then gates each case's A/B ratio through
-`perfkit.benchgate.ab_compare`. Suspects are rerun on both sides, interleaved again, up to `--confirm-runs` times, and
+`perfkit.app.benchgate.ab_compare`. Suspects are rerun on both sides, interleaved again, up to `--confirm-runs` times, and
 a case fails only if it stays over its limit every time. The reference is the commit recorded in
 tests/benchmarks/reference-commit.txt unless `--against REV` names another; `perfkit bench reference --set REV`
 records a new one (review, then commit it). With no change since the reference, `check` is an A/A run.
@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import perfkit
-from perfkit import benchgate
-from perfkit.progress import Progress
+from perfkit.app import benchgate
+from perfkit.support.progress import Progress
 
 INJECT_ENV = "PERFKIT_BENCH_INJECT_SLOWDOWN"  # read by tests/benchmarks/conftest.py; test-only, side A only
 CHECKED_ENV = "PERFKIT_BENCH_CHECKED"  # read by the suite: this side's cases passed the float64 check in this check
@@ -51,7 +51,7 @@ QUICK_ARGS = ("--benchmark-max-time=0.2", "--benchmark-min-rounds=3")
 #: The A/B check's timing per case and round: pytest-benchmark's defaults (1 s, 5 rounds) would make each of the
 #: check's rounds about as long as a whole run of the suite; several shorter rounds of both sides interleaved say more.
 CHECK_ARGS = ("--benchmark-max-time=0.15", "--benchmark-min-rounds=3")
-#: Defaults backed by the spread measured on a shared 2-core machine (see perfkit.benchgate).
+#: Defaults backed by the spread measured on a shared 2-core machine (see perfkit.app.benchgate).
 BASELINE_RUNS = 5
 CONFIRM_RUNS = 2
 PAIRS = 4  # even, so that A B, B A pairs cancel a steady drift; four, so that one bad pair moves no median

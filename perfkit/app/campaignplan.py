@@ -1,12 +1,12 @@
 """`perfkit campaign --plan`: what a campaign would run on a GPU, in what order, and how long each part should take.
 
-Runs nothing and needs no GPU. For each phase (perfkit.campaign) it lists the cases with an estimate of each, which of
+Runs nothing and needs no GPU. For each phase (perfkit.app.campaign) it lists the cases with an estimate of each, which of
 them fit the phase's slice of the budget and which are left for a longer budget, and the Triton binaries the phase
 would compile. The campaign itself uses the same estimates: a case whose estimate does not fit before its phase's
 deadline is left for the next command (Runner's `estimate_s`), so the plan and the run agree on what a budget buys.
 
 Estimates, per case (every constant below is an assumption, named as such in the output):
-- the step time from the cost model (perfkit.specs) against the GPU's published peaks (perfkit.reference): FLOPs at
+- the step time from the cost model (perfkit.specs) against the GPU's published peaks (perfkit.app.published): FLOPs at
   ACHIEVED_FLOPS_SHARE of the dtype's peak plus minimum bytes at ACHIEVED_BANDWIDTH_SHARE of its memory bandwidth,
   plus LAUNCH_S per layer and pass;
 - the repetitions the timing policy asks for, each with the L2 flush; the untimed call before the memory window; the
@@ -25,9 +25,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from perfkit.cases import Case
+from perfkit.workload import STRICT_DTYPES
 
 #: Published peaks of the GPUs a plan can be made for: dense tensor-core rates for tf32 and bf16, CUDA-core FP32 for
-#: IEEE float32, and the memory bandwidth. H100 and H200 come from perfkit.reference (REFERENCE.md); the A100 SXM4
+#: IEEE float32, and the memory bandwidth. H100 and H200 come from perfkit.app.published (REFERENCE.md); the A100 SXM4
 #: 80 GB figures are NVIDIA's A100 datasheet values.
 A100_DATASHEET = "NVIDIA A100 Tensor Core GPU datasheet (SXM4 80GB)"
 
@@ -43,7 +44,7 @@ class GpuSpec:
 
 
 def gpu_spec(key: str) -> GpuSpec:
-    from perfkit.reference import VENDOR, figure
+    from perfkit.app.published import VENDOR, figure
 
     if key == "a100":
         return GpuSpec("a100", "NVIDIA A100 SXM4 80GB", "sm_80",
@@ -75,7 +76,7 @@ HOST_CORES = 16
 COMPILE_S = {"forward": 25.0, "backward": 45.0, "train_step": 50.0}  # torch.compile per new shape, cold cache
 TRITON_BINARY_S = 2.0  # one Triton binary, on one host core
 CASE_OVERHEAD_S = 1.5  # build, transfers, empty_cache, store write, the exports
-NVML_WINDOW_S = 5.0  # the sustained energy window on a GPU (perfkit.monitors)
+NVML_WINDOW_S = 5.0  # the sustained energy window on a GPU (perfkit.measure.monitors)
 TESTS_S = {"gpu-marked tests": 45.0, "kernel tests": 120.0}
 BENCH_S = 150.0
 PROFILE_CASE_S = 20.0
@@ -166,7 +167,7 @@ class Estimator:
     def estimate(self, case: Case, timing) -> PlannedCase:
         if case.key in self.measured:
             return PlannedCase(case, self.measured[case.key], "measured")
-        from perfkit.timer import reps_for
+        from perfkit.measure.timer import reps_for
 
         on_cpu = case.device == "cpu"
         try:
@@ -178,7 +179,7 @@ class Estimator:
         seconds = CASE_OVERHEAD_S + (1 + timing.warmup) * step + reps * (step + flush)
         check = replace(case, dtype="float64", batch=min(case.batch, self.check_batch))
         seconds += self.step_s(check, on_cpu=True)  # the float64 reference on the host
-        if not on_cpu and case.dtype not in ("float32",):
+        if not on_cpu and case.dtype not in STRICT_DTYPES:
             seconds += self.step_s(case, batch=check.batch)  # stock PyTorch's own error, for the tolerance
         if case.backend == "compile":
             shapes = len({case.batch, check.batch})
@@ -194,7 +195,7 @@ def measured_case_seconds(store: Path | None, gpu: GpuSpec) -> dict:
         return {}
     import pandas as pd
 
-    from perfkit.store import StoreError, load_measurements
+    from perfkit.results.store import StoreError, load_measurements
 
     try:
         df = load_measurements(store)
@@ -210,7 +211,7 @@ def measured_case_seconds(store: Path | None, gpu: GpuSpec) -> dict:
 
 
 def _triton_binaries(cases, arch: str, check_batch: int) -> tuple[list[str] | None, str]:
-    """The Triton binaries the phase's triton cases launch (timed and check batch), as perfkit.kernelcheck lists them;
+    """The Triton binaries the phase's triton cases launch (timed and check batch), as perfkit.app.kernelcheck lists them;
     None with the reason where they cannot be listed here (the interpreter is on)."""
     triton_cases = [c for c in cases if c.backend == "triton" and c.device.startswith("cuda")]
     if not triton_cases:
@@ -218,7 +219,7 @@ def _triton_binaries(cases, arch: str, check_batch: int) -> tuple[list[str] | No
     if os.environ.get("TRITON_INTERPRET") == "1":
         return None, "not listed: TRITON_INTERPRET=1 is set (run the plan without it to list them)"
     try:
-        from perfkit.kernelcheck import collect_binaries
+        from perfkit.backends.triton_binaries import collect_binaries
     except Exception as exc:  # no triton: nothing to list
         return None, f"not listed: {type(exc).__name__}: {exc}"
     work = []
@@ -237,8 +238,7 @@ def make_plan(gpu_key: str = "h100", budget_minutes: float | None = None, quick:
     """The campaign's plan on one GPU of `gpu_key` (see the module docstring), scheduled as the campaign schedules:
     each phase gets its share of the budget left when it starts, a case runs only if its estimate fits before the
     phase's deadline (the first case of a phase always runs), and time a phase leaves passes on."""
-    from perfkit import campaign as C
-
+    from perfkit.app import campaign as C
     gpu = gpu_spec(gpu_key)
     budget_s = (budget_minutes if budget_minutes is not None else
                 (C.QUICK_BUDGET_MINUTES if quick else C.BUDGET_MINUTES)) * 60.0
@@ -275,7 +275,7 @@ def make_plan(gpu_key: str = "h100", budget_minutes: float | None = None, quick:
 
 
 def _phase_studies(C, campaign, name: str):
-    """(study module, options, energy window?) for each study a phase runs."""
+    """(Study, options, energy window?) for each study a phase runs."""
     from perfkit.studies import STUDIES
     from perfkit.study import StudyOptions
 
@@ -291,18 +291,15 @@ def _phase_studies(C, campaign, name: str):
         options = StudyOptions(devices=campaign.devices, quick=not campaign.full,
                                extra=dict(C.QUICK_EXTRA) if campaign.quick else {})
         order = [n for n, _ in C.STUDY_WEIGHTS if n in STUDIES and n != "multigpu"]  # multigpu needs 2 GPUs
-        return [(STUDIES[n], options, getattr(STUDIES[n], "QUICK_ENERGY", False) or not options.quick)
-                for n in order]
+        return [(STUDIES[n], options, STUDIES[n].energy_for(options)) for n in order]
     return []
 
 
 def _plan_study(phase: PlannedPhase, study, options, estimator: Estimator, gpu: GpuSpec, list_binaries: bool,
                 compiled: set):
-    from perfkit.study import FULL_TIMING, QUICK_TIMING
-
-    timing = study.timing(options) if hasattr(study, "timing") else (QUICK_TIMING if options.quick else FULL_TIMING)
+    timing = study.timing_for(options)
     cases = [c for c in study.cases(options) if c.device == "cpu" or c.device.startswith("cuda")]
-    phase.cases += [replace(estimator.estimate(c, timing), study=study.NAME) for c in cases]
+    phase.cases += [replace(estimator.estimate(c, timing), study=study.name) for c in cases]
     triton = [c for c in cases if c.backend == "triton"]
     if triton:
         binaries, note = _triton_binaries(triton, gpu.arch, estimator.check_batch) if list_binaries else \
@@ -321,8 +318,7 @@ def _plan_study(phase: PlannedPhase, study, options, estimator: Estimator, gpu: 
 def _schedule(phase: PlannedPhase, slice_s: float) -> None:
     """Mark the cases that fit, as the runner decides (Runner's `estimate_s`): in order, a case runs when its estimate
     ends within what is left of the slice; one that does not is left for a longer budget, and later ones may fit."""
-    from perfkit import campaign as C
-
+    from perfkit.app import campaign as C
     limit = (slice_s * C.REST_SHARES["studies"] if phase.name == "rest" else slice_s - phase.fixed_s) - phase.compile_s
     used = 0.0
     for planned in phase.cases:

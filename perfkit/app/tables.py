@@ -16,6 +16,29 @@ def as_number(value) -> float | None:
     return None if math.isnan(number) else number
 
 
+def ratio(a, b) -> float | None:
+    """a / b, or None when a is missing or b is missing or zero."""
+    return a / b if a is not None and b else None
+
+
+def geomean(values, positive_only: bool = False) -> float | None:
+    """The geometric mean of the values that are set (neither None nor zero), None when there are none. With
+    `positive_only`, negative, infinite and NaN values are left out too (the campaign's headlines); without it they
+    reach the logarithm (the backends study's summary)."""
+    kept = [v for v in values if v and (not positive_only or (v > 0 and math.isfinite(v)))]
+    return math.exp(sum(math.log(v) for v in kept) / len(kept)) if kept else None
+
+
+def fmt_speedup(value) -> str:
+    """A speedup with two decimals: 1.23x; None -> '-'."""
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def fmt_times(value) -> str:
+    """A large ratio with a thousands separator and one decimal: 1,234.5x (the GPU-vs-CPU ratios)."""
+    return f"{value:,.1f}x"
+
+
 def fmt_si(value, unit: str = "", digits: int = 3) -> str:
     """1.23e9 -> '1.23 G' + unit; missing -> '-'."""
     value = as_number(value)

@@ -1,7 +1,7 @@
 """`perfkit selfcheck timer`: perfkit's timer set against the utility a PyTorch user would trust, side by side.
 
-On the CPU, perfkit.timer.CpuTimer (the timer of every CPU row) against `torch.utils.benchmark.Timer.
-blocked_autorange`; on a GPU, perfkit.timer.CudaEventTimer against `triton.testing.do_bench`. Both time the same call
+On the CPU, perfkit.measure.timer.CpuTimer (the timer of every CPU row) against `torch.utils.benchmark.Timer.
+blocked_autorange`; on a GPU, perfkit.measure.timer.CudaEventTimer against `triton.testing.do_bench`. Both time the same call
 object the runner times (perfkit.runner.Runner.work): same module, same inputs, same batch and threads. Per case:
 
 - warm-up: a few untimed calls, so lazy initialisation and allocator growth are behind both timers;
@@ -24,8 +24,8 @@ from typing import Callable
 import torch
 
 from perfkit.cases import NETWORK, Case
-from perfkit.progress import Progress
-from perfkit.timer import TimingPolicy, timer_for
+from perfkit.support.progress import Progress
+from perfkit.measure.timer import TimingPolicy, timer_for
 
 #: (layer, pass): a convolution, a linear layer, an LRN, the network's forward and its train step.
 CASES = (("conv2", "forward"), ("fc6", "forward"), ("lrn1", "forward"), (NETWORK, "forward"),
@@ -159,7 +159,7 @@ def timer_selfcheck(device: str = "cpu", batch: int = DEFAULT_BATCH, threads: in
 
 
 def format_comparisons(results: list[TimerComparison], tolerance: float, command: str) -> str:
-    from perfkit.report import format_table
+    from perfkit.app.tables import format_table
 
     if not results:
         return "no cases"
@@ -203,6 +203,6 @@ def run_timer_selfcheck_cli(args) -> int:
     if bad:
         print(f"perfkit selfcheck: {len(bad)} case(s) outside 1 +- {args.tolerance:g}: "
               + ", ".join(f"{r.layer} {r.pass_name} {r.ratio:.3f}" for r in bad)
-              + " (on a busy machine rerun it idle; see the module docstring of perfkit.selfcheck)", file=sys.stderr)
+              + " (on a busy machine rerun it idle; see the module docstring of perfkit.app.selfcheck)", file=sys.stderr)
         return 1
     return 0

@@ -34,7 +34,7 @@ on the CPU); a repetition's time is the slowest rank's. The GPU's L2 is not flus
 train step's working set dwarfs it). Rates count the global batch. Energy is not measured for these cases.
 
 Launching: `measure_cases` (the multigpu study's way to measure its cases) groups the cases by world size and backend
-and starts one `python -m torch.distributed.run --standalone --nproc-per-node N -m perfkit.distributed worker --job
+and starts one `python -m torch.distributed.run --standalone --nproc-per-node N -m perfkit.workloads.distributed worker --job
 FILE` per group. The job file names the store, the run and the cases; rank 0 appends each row to the store as its case
 finishes (a killed run loses at most the case in flight, and rerunning resumes). When a launch fails, the first case
 without a row is recorded as an error (or out of memory) with the end of the workers' output, and the rest of the group
@@ -44,7 +44,7 @@ A time budget (the runner's deadline) is honoured as the runner honours it: no l
 workers get it (as wall-clock time) and agree, through rank 0, to start no case after it, and the cases left are
 counted in runner.cases_not_run, not stored, so the run stays unfinished and a rerun resumes them. torchrun's launch
 times out DEADLINE_GRACE_S seconds after the deadline; the case then in flight is stored as an error that says it was
-stopped at the deadline, never as a speed result. torchrun runs in its own process group (perfkit.procgroup), ended
+stopped at the deadline, never as a speed result. torchrun runs in its own process group (perfkit.support.procgroup), ended
 with its workers on that timeout and when the parent fails or is interrupted; the workers die with torchrun.
 """
 from __future__ import annotations
@@ -69,9 +69,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from perfkit.cases import NETWORK, Case
-from perfkit.procgroup import GroupResult, die_with_parent, run_in_group
-from perfkit.records import Measurement
-from perfkit.model import AlexNetModule, TorchOps, _LayerParameters, init_parameters, torch_dtype
+from perfkit.support.procgroup import GroupResult, die_with_parent, run_in_group
+from perfkit.results.records import Measurement
+from perfkit.model import AlexNetModule, TorchOps, LayerParameters, init_parameters, torch_dtype
 from perfkit.specs import (Activation, Conv, CrossEntropy, Dropout, LayerSpec, Linear, LocalResponseNorm, MaxPool,
                            Network, build_network)
 
@@ -245,7 +245,7 @@ class ColumnParallelAlexNet(nn.Module):
             if spec.param_shapes:
                 shards = {name: column_shard(parameters[f"{spec.name}.{name}"], rank, world)
                           for name in spec.param_shapes}
-                module = _LayerParameters({n: tuple(t.shape) for n, t in shards.items()}, device, dtype)
+                module = LayerParameters({n: tuple(t.shape) for n, t in shards.items()}, device, dtype)
                 with torch.no_grad():
                     for name, tensor in shards.items():
                         getattr(module, name).copy_(tensor)
@@ -419,8 +419,8 @@ def _time_one(step: Callable[[], object], device: str) -> float:
 
 
 def lockstep_timing(step: Callable[[], object], device: str, policy):
-    """A perfkit.timer.Timing of `step` run by every rank together (see the module docstring)."""
-    from perfkit.timer import Timing
+    """A perfkit.measure.timer.Timing of `step` run by every rank together (see the module docstring)."""
+    from perfkit.measure.timer import Timing
 
     for _ in range(policy.warmup):
         step()
@@ -486,10 +486,10 @@ def build_step(case: Case, network: Network, parameters, device: str, seed: int)
 def measure_case(case: Case, job: dict, network: Network, parameters) -> Measurement | None:
     """Check, then time one case on every rank; the row on rank 0 (None elsewhere). Collective."""
     from perfkit.backends import float32_precision
-    from perfkit.monitors import monitors_for
+    from perfkit.measure.monitors import monitors_for
     from perfkit.runner import case_row, device_name, run_in_window
-    from perfkit.store import utc_now
-    from perfkit.timer import TimingPolicy
+    from perfkit.results.store import utc_now
+    from perfkit.measure.timer import TimingPolicy
     from perfkit.workload import TOLERANCES
 
     rank = dist.get_rank()
@@ -584,8 +584,8 @@ def run_worker(job_path: str) -> int:
     """The torchrun worker: measure the job's cases in order; rank 0 stores each row as it finishes. With the job's
     `deadline_wall` (time.time(), seconds), no case starts after it: the workers stop there and rank 0 reports it
     (`report`, see write_report), leaving the rest to a rerun."""
-    from perfkit.progress import Progress
-    from perfkit.store import Store
+    from perfkit.support.progress import Progress
+    from perfkit.results.store import Store
 
     job = json.loads(Path(job_path).read_text())
     cases = [case_from_dict(d) for d in job["cases"]]
@@ -655,7 +655,7 @@ def run_check(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perfkit.distributed",
+    parser = argparse.ArgumentParser(prog="python -m perfkit.workloads.distributed",
                                      description="perfkit's torch.distributed worker (started by torchrun)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("worker", help="measure the cases of a job file; rank 0 writes the rows to the store")
@@ -672,7 +672,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     # torchrun starts each worker in a session of its own, out of reach of the process group the parent kills
-    # (perfkit.procgroup): a worker must die with torchrun itself, or a killed launch would leave it holding the device.
+    # (perfkit.support.procgroup): a worker must die with torchrun itself, or a killed launch would leave it holding the device.
     # A torchrun killed while this worker was still importing is caught by its command line missing from the parent.
     under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
     die_with_parent(signal.SIGKILL, TORCHRUN_MARKERS if under_torchrun else ())
@@ -685,13 +685,13 @@ def main(argv=None) -> int:
 def torchrun_command(nproc: int, args: Sequence[str]) -> list[str]:
     """The command that starts `nproc` workers of this module on this machine."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "perfkit.distributed", *args]
+            "-m", "perfkit.workloads.distributed", *args]
 
 
 def launch(nproc: int, args: Sequence[str], threads: int = 1, echo: bool = True,
            timeout_s: float | None = None) -> GroupResult:
     """Run torchrun with `nproc` workers and wait at most `timeout_s` seconds (None: no limit). Returns the
-    perfkit.procgroup.GroupResult: exit status, whether the timeout stopped it, seconds, and the last lines of the
+    perfkit.support.procgroup.GroupResult: exit status, whether the timeout stopped it, seconds, and the last lines of the
     workers' output (stdout and stderr together), which is also passed on to stderr as it comes when `echo`.
 
     torchrun runs in its own process group: on timeout, or on an exception or KeyboardInterrupt here, it gets SIGTERM
@@ -750,21 +750,9 @@ def unavailable_reason(case: Case) -> str | None:
     return None
 
 
-def _stored_rows(store, run_id: str, keys: Sequence[str]):
-    from perfkit.records import MEASUREMENT_FIELDS, Measurement
-
-    if not keys:
-        return []
-    marks = ", ".join("?" for _ in keys)
-    cur = store.con.execute(f"SELECT {', '.join(MEASUREMENT_FIELDS)} FROM measurements WHERE run_id=? AND "
-                            f"case_key IN ({marks})", (run_id, *keys))
-    by_key = {r[1]: Measurement(**dict(zip(MEASUREMENT_FIELDS, r))) for r in cur}
-    return [by_key[k] for k in keys if k in by_key]
-
-
 def _failure_row(runner, case: Case, rc: int | None, tail: str):
     from perfkit.runner import case_row
-    from perfkit.store import utc_now
+    from perfkit.results.store import utc_now
 
     row = case_row(case, runner.run_id, runner.study, runner.env_id, NETWORK)
     lines = [line for line in tail.strip().splitlines() if line.strip()]
@@ -780,7 +768,7 @@ def _deadline_row(runner, case: Case, late_s: float | None, tail: str):
     """The row of the case in flight when a launch was stopped at the end of the run's time budget (`late_s` seconds
     after its deadline): an error, without any time or rate (a step cut short is no measurement)."""
     from perfkit.runner import case_row
-    from perfkit.store import utc_now
+    from perfkit.results.store import utc_now
 
     row = case_row(case, runner.run_id, runner.study, runner.env_id, NETWORK)
     lines = [line for line in tail.strip().splitlines() if line.strip()]
@@ -867,7 +855,10 @@ def measure_cases(runner, cases: Sequence[Case], extra_reason: Callable[[Case], 
             store.add_measurement(_failure_row(runner, remaining[0], result.returncode, result.output))
             keys.append(remaining[0].key)
             remaining = remaining[1:]
-    return _stored_rows(store, run_id, keys)
+    rows = store.stored_rows(run_id, keys)
+    if rows and getattr(runner, "after_case", None) is not None:  # the workers stored them: one refresh for all
+        runner.after_case(rows[-1])
+    return rows
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Tables:
 - `environments`: one row per environment fingerprint (machine and software), the full description as JSON.
 - `runs`: a study run: its arguments, start and end, git commit, perfkit version and environment.
-- `measurements`: one row per case (the columns of `perfkit.records.Measurement`), unique per (run_id, case_key).
+- `measurements`: one row per case (the columns of `perfkit.results.records.Measurement`), unique per (run_id, case_key).
 - `summaries`: the summary a study printed, as text and as JSON data.
 - `power_samples`: the power timeline of a case's energy window (one row per sample, `t_s` seconds from the window's
   start, `power_w` watts, `source` the NVML reading), linked to its measurement by (run_id, case_key).
@@ -52,7 +52,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from perfkit.records import Measurement
+from perfkit.results.records import MEASUREMENT_FIELDS, Measurement
 
 SCHEMA_VERSION = 5
 APPLICATION_ID = 0x50464B54  # "PFKT" in the SQLite header: marks the file as a perfkit store
@@ -259,6 +259,22 @@ class Store:
                 (run_id, study, json.dumps(args, default=str), args_key, env_id, utc_now(), git_commit,
                  perfkit_version, cases_planned))
         return run_id, False
+
+    def case_statuses(self, run_id: str) -> dict[str, str]:
+        """{case key: status} of the rows a run has stored."""
+        cur = self.con.execute("SELECT case_key, status FROM measurements WHERE run_id=?", (run_id,))
+        return dict(cur.fetchall())
+
+    def stored_rows(self, run_id: str, case_keys: Sequence[str]) -> list[Measurement]:
+        """The stored rows of these cases of a run, as Measurements, in the order of `case_keys` (missing ones left
+        out)."""
+        if not case_keys:
+            return []
+        marks = ", ".join("?" for _ in case_keys)
+        cur = self.con.execute(f"SELECT {', '.join(MEASUREMENT_FIELDS)} FROM measurements WHERE run_id=? AND "
+                               f"case_key IN ({marks})", (run_id, *case_keys))
+        by_key = {r[1]: Measurement(**dict(zip(MEASUREMENT_FIELDS, r))) for r in cur}
+        return [by_key[k] for k in case_keys if k in by_key]
 
     def finished_run_id(self, study: str, args: dict, env_id: str) -> str | None:
         """The latest finished run of `study` with these arguments on this environment, or None (the campaign's

@@ -1,0 +1,1 @@
+"""Results: the measurement record and the SQLite store."""
