@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from perfkit.dashboards import reference as ref
+from perfkit.dashboards import published as ref
 from perfkit.dashboards.common import (NoteBlock, Section, TableBlock, backend_color, config_labels, esc, latest,
                                        run_provenance, sort_configs)
 from perfkit.dashboards.data import CURVE_FIELDS, CURVES_KEY, CURVES_STUDY

@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 from perfkit.dashboards.common import (FLOPS_CONVENTION, FigureBlock, backend_color, backend_name, constant_context,
                                        device_label, dtype_name, esc, fmt_bytes, fmt_seconds, fmt_si, is_num,
                                        options_label, pass_name, provenance)
-from perfkit.dashboards.reference import Ref
+from perfkit.dashboards.published import Ref
 
 FONT = "Inter, system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 REFERENCE_COLOR = "#7a5c99"

@@ -13,7 +13,7 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 
-from perfkit.dashboards import reference as ref
+from perfkit.dashboards import published as ref
 from perfkit.dashboards.common import (DTYPE_DASHES, FLOPS_CONVENTION, PASS_SYMBOLS, Section,
                                        backend_color, backend_name, device_label, dtype_name, esc, fmt_si, latest,
                                        pass_name)

@@ -6,14 +6,14 @@ baselines a ratio can be taken against: stock eager (backend torch) at each CPU 
 configuration measured (any CPU backend, any thread count: channels_last, torch.compile, ONNX Runtime...), which its
 hover names; the ratio's range lies between them. The CPU-baselines figure needs CPU float32 rows of another backend
 beside stock eager at the same thread count. The throughput figure needs whole-network rows. Published figures come
-from perfkit.dashboards.reference.
+from perfkit.dashboards.published.
 """
 from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from perfkit.dashboards import reference as ref
+from perfkit.dashboards import published as ref
 from perfkit.dashboards.common import (CONFIG_FIELDS, CPU_COLOR, DTYPE_PATTERNS, PASS_ORDER, NoteBlock, Section,
                                        TableBlock, backend_color, backend_name, config_labels, dtype_name, esc,
                                        fmt_rate, latest, layer_order, pass_name, sort_configs)

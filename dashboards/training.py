@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from perfkit.dashboards import reference as ref
+from perfkit.dashboards import published as ref
 from perfkit.dashboards.common import (CONFIG_FIELDS, CPU_COLOR, DTYPE_PATTERNS, FLOPS_CONVENTION, Section,
                                        backend_color, config_labels, latest, sort_configs)
 from perfkit.dashboards.plot import figure, finish, hover_row, log_range, reference_vline, references_caption

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from perfkit.dashboards import reference as ref
+from perfkit.dashboards import published as ref
 from perfkit.dashboards.data import OPTIONAL_COLUMNS, load, load_benchmarks
 from perfkit.results.store import Store, StoreError
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from dash_fixtures import FIXTURE_GPU_NAME, INCORRECT_SENTINEL_S
-from perfkit.dashboards import reference as ref
+from perfkit.dashboards import published as ref
 from perfkit.dashboards.common import BACKEND_COLORS, FLOPS_CONVENTION
 
 ALL_SECTIONS = ["overview", "layers", "speedup", "backends", "sweeps", "roofline", "energy", "train-time",
