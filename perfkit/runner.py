@@ -541,8 +541,7 @@ class Runner:
         graph_used, graph_note = False, None
         if case.option("cuda_graph"):
             run, graph_used, graph_note = timer.cuda_graph(run, prepare)
-        in_window = CompileWatch().__enter__()
-        try:
+        with CompileWatch() as in_window:
             timing, windows = run_in_window(
                 [m for m in monitors if m.min_window_s == 0],
                 lambda: timer.measure(run, prepare, self.config.timing, hot_cache=bool(case.option("hot_cache"))))
@@ -554,8 +553,6 @@ class Runner:
                 images = calls * case.batch
                 for monitor in sustained:
                     self.last_power_samples.extend(getattr(monitor, "samples", ()))
-        finally:
-            in_window.__exit__(None, None, None)
         fields = timing.record_fields()
         fields["cuda_graph"] = graph_used
         fields["timing_note"] = "; ".join(n for n in (fields["timing_note"], graph_note) if n) or None

@@ -49,6 +49,7 @@ class CompileWatch:
     def __init__(self):
         self.triton_note = triton_uncountable_reason()
         self._graphs_at_start = 0
+        self._graphs_at_end: int | None = None
         self._triton = 0
         self._previous_hook = None
         self._knobs = None
@@ -70,13 +71,15 @@ class CompileWatch:
         return None
 
     def __exit__(self, *exc) -> None:
+        self._graphs_at_end = _dynamo_graphs()  # the block's count, whatever compiles after it
         if self._knobs is not None:
             self._knobs.runtime.jit_post_compile_hook = self._previous_hook
             self._knobs = None
 
     @property
     def dynamo_graphs(self) -> int:
-        return _dynamo_graphs() - self._graphs_at_start
+        end = self._graphs_at_end if self._graphs_at_end is not None else _dynamo_graphs()
+        return end - self._graphs_at_start
 
     @property
     def triton_binaries(self) -> int | None:
