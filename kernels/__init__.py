@@ -32,7 +32,7 @@ For callers timing these kernels: conv2d is fastest on channels_last activations
 (``module.to(memory_format=torch.channels_last)`` converts both once); an NCHW input with C / groups >= 16 is
 converted on every call, as is an NCHW weight. The first call for each problem shape compiles its binary (one config
 per problem, from the committed table of the GPU's arch; ``PERFKIT_AUTOTUNE=full`` compiles and times every config
-instead, see ``tuning``): warm up before measuring or capturing a CUDA graph, or precompile (``perfkit.app.kernelcheck``).
+instead, see ``tuning``): warm up before measuring or capturing a CUDA graph, or precompile (``perfkit.backends.triton_binaries``).
 Under graph replay, a dropout seed drawn at capture time is replayed too. ``aot`` compiles the kernels for a GPU that
 is not there (``perfkit kernels check``).
 """
